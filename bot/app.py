@@ -1,0 +1,69 @@
+"""The Flask application factory. Serve with gunicorn's gevent workers (see the Procfile)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import redis
+from flask import Flask, Response, jsonify
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from bot import logs
+from bot.health import health
+from bot.media import ImageStore, media, store_from_settings
+from bot.service import Core
+from bot.settings import Settings
+from bot.webhook import kakao_webhook
+
+log = logging.getLogger("bot")
+
+
+@dataclass
+class AppContext:
+    """What request handlers share in one web process."""
+
+    settings: Settings
+    redis: redis.Redis
+    store: ImageStore
+    core: Core
+
+
+def connect(settings: Settings) -> redis.Redis:
+    """A Redis client whose timeouts keep the webhook inside Kakao's 5 seconds."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=1.0,
+        socket_timeout=settings.sync_wait_s + 2,
+        health_check_interval=30,
+        retry_on_timeout=False,
+    )
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app from settings (read from the environment when not given)."""
+    settings = settings or Settings.from_env()
+    logs.setup(settings.log_level, settings.log_json)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    r = connect(settings)
+    app.extensions["koalatalk"] = AppContext(
+        settings, r, store_from_settings(settings), Core(settings, r)
+    )
+    app.register_blueprint(kakao_webhook)
+    app.register_blueprint(media)
+    app.register_blueprint(health)
+
+    @app.errorhandler(413)
+    def too_large(_exc: Exception) -> tuple[Response, int]:
+        return jsonify({"error": "BodyTooLarge"}), 413
+
+    if settings.development:
+        log.warning(
+            "development mode: no secret needed, tiny model and loopback targets from "
+            "DEV_ALLOW allowed",
+            extra={"dev_allow": ",".join(settings.dev_allow)},
+        )
+    log.info("koalatalk web ready", extra={"mode": settings.mode, "preset": settings.preset})
+    return app

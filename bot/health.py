@@ -1,0 +1,54 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+from flask import Blueprint, current_app, jsonify
+
+from bot import keys
+from workers.job import TEXT_TO_IMAGE_QUEUE
+
+health = Blueprint("health", __name__)
+
+
+def live_workers(r: redis.Redis) -> list[dict[str, Any]]:
+    """Heartbeats of workers that beat recently (expired ones have vanished)."""
+    names = sorted(keys.as_text(n) for n in r.smembers(keys.WORKERS))
+    if not names:
+        return []
+    beats = r.mget([keys.heartbeat(n) for n in names])
+    alive = []
+    for name, raw in zip(names, beats, strict=True):
+        if raw is None:
+            r.srem(keys.WORKERS, name)
+        else:
+            alive.append(json.loads(raw))
+    return alive
+
+
+def queue_readiness(r: redis.Redis, queues: list[str]) -> dict[str, bool]:
+    """For each queue: is there a live worker with its models loaded?"""
+    workers = live_workers(r)
+    return {q: any(q in w.get("queues", []) and w.get("loaded") for w in workers) for q in queues}
+
+
+@health.get("/healthz")
+def healthz() -> Any:
+    """The process is alive."""
+    return jsonify({"ok": True})
+
+
+@health.get("/readyz")
+def readyz() -> Any:
+    """Redis answers and every configured queue has a live worker with its model loaded."""
+    r: redis.Redis = current_app.extensions["koalatalk"].redis
+    try:
+        r.ping()
+        queues = queue_readiness(r, [TEXT_TO_IMAGE_QUEUE])
+    except redis.RedisError as exc:
+        return jsonify({"ready": False, "redis": False, "error": type(exc).__name__}), 503
+    ready = all(queues.values())
+    return jsonify({"ready": ready, "redis": True, "queues": queues}), 200 if ready else 503

@@ -1,0 +1,213 @@
+"""Kakao i Open Builder skill protocol (v2.0): parse requests, render answers, post callbacks.
+
+The only module that knows Kakao's JSON. See ../shared/kakao/PROTOCOL.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bot.errors import NotAMessengerRequest, Unreadable
+from bot.events import Ack, Event, Picture, Reply, Text
+from bot.texts import detect_lang
+from bot.urlguard import FetchError, UrlGuard, UrlRefused, redact
+
+NAME = "kakao"
+MAX_OUTPUTS = 3
+MAX_TEXT = 1000
+MAX_ALT = 50
+MAX_QUICK = 10
+MAX_LABEL = 14
+MAX_USER_ID = 128
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+LIST_FORM = re.compile(r"^\s*List\((.*)\)\s*$", re.S)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Photos:
+    """Image references found in a request, and whether the user agreed to share them."""
+
+    urls: tuple[str, ...]
+    refused: bool  # the secure-image plugin said privacyAgreement != Y
+
+
+def clean_text(value: str) -> str:
+    """Drop control and bidi characters, keep newlines, trim."""
+    return CONTROL.sub("", value).strip()
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def split_list_form(value: str) -> list[str]:
+    """`List(a, b)` or `List(a,b)` (Scala's form) or a bare URL into a list of URLs."""
+    match = LIST_FORM.match(value)
+    inner = match.group(1) if match else value
+    return [part.strip() for part in inner.split(",") if part.strip().startswith("http")]
+
+
+def _photos(user_request: dict[str, Any], action: dict[str, Any], utterance: str) -> Photos:
+    urls: list[str] = []
+    refused = False
+    media = _dict(_dict(user_request.get("params")).get("media"))
+    if media.get("type") == "image" and isinstance(media.get("url"), str):
+        urls.append(media["url"])
+    elif media.get("type") == "image" and utterance.startswith("http"):
+        urls.append(utterance)
+    for value in _dict(action.get("params")).values():
+        if not isinstance(value, str) or "secureUrls" not in value:
+            continue
+        try:
+            plugin = json.loads(value)
+        except ValueError:
+            continue
+        if not isinstance(plugin, dict):
+            continue
+        if plugin.get("privacyAgreement") != "Y":
+            refused = True
+            continue
+        secure = plugin.get("secureUrls")
+        if isinstance(secure, str):
+            urls.extend(split_list_form(secure))
+    seen: dict[str, None] = dict.fromkeys(urls)
+    return Photos(tuple(seen)[:10], refused)
+
+
+def parse(body: bytes, received_at: float, request_id: str) -> tuple[Event, Photos]:
+    """Parse a skill request into a neutral Event; unknown fields are ignored.
+
+    Raises NotAMessengerRequest (400) when this is not a Kakao request at all, and Unreadable
+    (200 with a message) when it is one we cannot serve.
+    """
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise NotAMessengerRequest("body is not JSON") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("userRequest"), dict):
+        raise NotAMessengerRequest("no userRequest")
+    user_request: dict[str, Any] = data["userRequest"]
+    user = _dict(user_request.get("user")).get("id")
+    if not isinstance(user, str) or not user.strip() or len(user) > MAX_USER_ID:
+        raise Unreadable("unreadable", "no usable user id")
+    utterance = user_request.get("utterance", "")
+    if utterance is None:
+        utterance = ""
+    if not isinstance(utterance, str):
+        raise Unreadable("unreadable", "utterance is not text")
+    callback = user_request.get("callbackUrl")
+    callback_url = callback if isinstance(callback, str) and callback else None
+    action = _dict(data.get("action"))
+    photos = _photos(user_request, action, utterance)
+    trigger = _dict(_dict(data.get("flow")).get("trigger")).get("type")
+    text = clean_text(utterance)
+    if photos.urls and text in photos.urls:
+        text = ""  # a photo sent straight into the chat: the utterance is its URL
+    event = Event(
+        messenger=NAME,
+        user=user.strip(),
+        text=text,
+        received_at=received_at,
+        request_id=request_id,
+        callback_url=callback_url,
+        image_urls=photos.urls,
+        trigger=trigger if isinstance(trigger, str) else "",
+        lang=detect_lang(text),
+    )
+    return event, photos
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def render(reply: Reply) -> dict[str, Any]:
+    """A complete skill response (also the body of a callback POST)."""
+    outputs: list[dict[str, Any]] = []
+    for part in reply.parts:
+        if isinstance(part, Picture):
+            outputs.append(
+                {"simpleImage": {"imageUrl": part.url, "altText": _clip(part.alt, MAX_ALT)}}
+            )
+        elif isinstance(part, Text) and part.text:
+            outputs.append({"simpleText": {"text": _clip(part.text, MAX_TEXT)}})
+    while len(outputs) > MAX_OUTPUTS:
+        # Fold the last text bubble into the text bubble before it; pictures stay whole.
+        texts = [i for i, o in enumerate(outputs) if "simpleText" in o]
+        if len(texts) < 2:
+            outputs = outputs[:MAX_OUTPUTS]
+            break
+        last = outputs.pop(texts[-1])["simpleText"]["text"]
+        prev = outputs[texts[-2]]["simpleText"]
+        prev["text"] = _clip(prev["text"] + "\n\n" + last, MAX_TEXT)
+    if not outputs:
+        outputs = [{"simpleText": {"text": "…"}}]
+    template: dict[str, Any] = {"outputs": outputs}
+    if reply.quick_replies:
+        template["quickReplies"] = [
+            {
+                "label": _clip(q.label, MAX_LABEL),
+                "action": "message",
+                "messageText": _clip(q.message, MAX_TEXT),
+            }
+            for q in reply.quick_replies[:MAX_QUICK]
+        ]
+    return {"version": "2.0", "template": template, "context": {"values": []}, "data": {}}
+
+
+def render_ack(ack: Ack) -> dict[str, Any]:
+    """The immediate answer that promises a callback."""
+    return {"version": "2.0", "useCallback": True, "data": {"text": ack.text}}
+
+
+def post_callback(guard: UrlGuard, url: str, reply: Reply, deadline: float) -> str:
+    """POST the answer to Kakao's one-time callback URL; returns SUCCESS, FAIL, refused or error.
+
+    Network errors and Kakao's ERROR are retried while the deadline allows; FAIL is final.
+    """
+    body = render(reply)
+    delay = 0.5
+    outcome = "error"
+    while True:
+        remaining = deadline - time.time()
+        if remaining <= 0:
+            return "expired" if outcome == "error" else outcome
+        try:
+            response = guard.post_json(url, "callback", body, timeout_s=min(remaining, 10.0))
+        except UrlRefused as exc:
+            log.warning("callback refused by guard", extra={"url": redact(url), "why": exc.reason})
+            return "refused"
+        except FetchError as exc:
+            log.warning("callback failed", extra={"url": redact(url), "error": str(exc)})
+            if not exc.retryable:
+                return "error"
+        else:
+            status = _kakao_status(response.body)
+            if status == "SUCCESS" and response.status < 300:
+                return "SUCCESS"
+            if status == "FAIL" or (400 <= response.status < 500 and status != "ERROR"):
+                log.warning("callback FAIL", extra={"http": response.status, "status": status})
+                return "FAIL"
+            log.warning(
+                "callback error, will retry", extra={"http": response.status, "status": status}
+            )
+        if time.time() + delay >= deadline:
+            return "expired"
+        time.sleep(delay)
+        delay = min(delay * 2, 4.0)
+
+
+def _kakao_status(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    status = data.get("status") if isinstance(data, dict) else None
+    return status if isinstance(status, str) else ""

@@ -1,0 +1,43 @@
+"""One job in flight per user, across every model family.
+
+The slot is a Redis key holding the job's request id, taken with SET NX and freed with a
+compare-and-delete, so a late release can never free somebody else's newer slot. A slot whose
+job runs on a worker that stopped heartbeating is stale and can be taken back at once.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from bot import keys
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def acquire(r: redis.Redis, messenger: str, user: str, request_id: str, ttl_s: int) -> bool:
+    """Take the user's slot for this request; False when another job holds it."""
+    return bool(r.set(keys.slot(messenger, user), request_id, nx=True, ex=max(1, ttl_s)))
+
+
+def holder(r: redis.Redis, messenger: str, user: str) -> str | None:
+    """The request id that holds the user's slot, if any."""
+    raw = r.get(keys.slot(messenger, user))
+    return keys.as_text(raw) if raw else None
+
+
+def release(r: redis.Redis, messenger: str, user: str, request_id: str) -> bool:
+    """Free the slot if this request still holds it; True when this call freed it."""
+    return bool(r.eval(_RELEASE, 1, keys.slot(messenger, user), request_id))
+
+
+def owner_is_dead(r: redis.Redis, request_id: str) -> bool:
+    """True when the job runs on a worker whose heartbeat has expired."""
+    owner = r.get(keys.running(request_id))
+    if not owner:
+        return False
+    return not r.exists(keys.heartbeat(keys.as_text(owner)))

@@ -1,0 +1,219 @@
+"""The per-user slot, dead workers, failing callbacks, failing jobs and missing weights."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+
+from bot import keys
+from bot.events import Event
+from tests.conftest import RUN_DIR, stop_process
+from tests.support import (
+    ROOT,
+    kakao_payload,
+    new_user,
+    redis_db,
+    start_worker,
+    wait_ready,
+    wait_until,
+    worker_env,
+)
+from workers.job import Request
+
+
+def post(client: Any, user: str, text: str, callback: str | None = None) -> dict[str, Any]:
+    response = client.post("/kakao/skill", json=kakao_payload(user, text, callback))
+    assert response.status_code == 200
+    return response.get_json()
+
+
+def text_of(body: dict[str, Any]) -> str:
+    return "\n".join(
+        o["simpleText"]["text"] for o in body["template"]["outputs"] if "simpleText" in o
+    )
+
+
+def has_picture(body: dict[str, Any]) -> bool:
+    return any("simpleImage" in o for o in body["template"]["outputs"])
+
+
+def test_one_job_in_flight_per_user(make_app: Any, redis_url: str) -> None:
+    # Database 4 has no worker, so the first job stays queued and holds the slot.
+    client = make_app(redis_url=redis_db(redis_url, 4), sync_wait_s=0.0).test_client()
+    user, other = new_user(), new_user()
+    assert "아직 그리는 중" in text_of(post(client, user, "첫 번째 그림"))
+    busy = post(client, user, "두 번째 그림")
+    assert "앞서 보낸 요청을 아직 처리하고 있어요" in text_of(busy)
+    assert "아직 그리는 중" in text_of(post(client, other, "다른 사람의 그림"))
+
+
+class ConnectionCounter:
+    """A loopback TCP listener that only counts who connects."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.count = 0
+        self.running = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.count += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.running = False
+        self.sock.close()
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "http://127.0.0.1:{port}/v1/bots/b/callback/tok",
+        "https://bot-api.kakao.com@127.0.0.1:{port}/v1/bots/b/callback/tok",
+        "https://bot-api.kakao.com:{port}/v1/bots/b/callback/tok",
+        "http://bot-api.kakao.com/v1/bots/b/callback/tok",
+        "https://localhost:{port}/v1/bots/b/callback/tok",
+    ],
+)
+def test_callback_off_the_allow_list_is_never_contacted_and_the_result_kept(
+    make_app: Any, stack: Any, template: str
+) -> None:
+    counter = ConnectionCounter()
+    try:
+        client = make_app(sync_wait_s=0.0).test_client()
+        user = new_user()
+        body = post(client, user, "허용되지 않은 콜백", template.format(port=counter.port))
+        assert body["useCallback"] is True
+        assert wait_until(lambda: stack["redis"].llen(keys.kept("kakao", user)) == 1)
+        assert counter.count == 0
+        later = post(client, user, "안녕")
+        assert has_picture(later)
+    finally:
+        counter.close()
+
+
+@pytest.mark.parametrize("behaviour,min_hits", [("fail", 1), ("error500", 2), ("slow:6", 1)])
+def test_callback_fail_500_or_slow_keeps_the_result(
+    make_app: Any, stack: Any, callback_server: Any, behaviour: str, min_hits: int
+) -> None:
+    client = make_app(sync_wait_s=0.0, callback_deadline_s=5.0).test_client()
+    user = new_user()
+    token = behaviour.replace(":", "") + user
+    post(client, user, "콜백이 실패하는 그림", callback_server.url(token, behaviour))
+    assert wait_until(lambda: stack["redis"].llen(keys.kept("kakao", user)) == 1, timeout=30)
+    hits = callback_server.hits.get(token, 0)
+    assert hits >= min_hits
+    if behaviour == "fail":
+        assert hits == 1, "a FAIL is final and must not be retried"
+    assert has_picture(post(client, user, "결과 보기"))
+    assert stack["redis"].get(keys.slot("kakao", user)) is None
+
+
+def test_a_failing_job_apologises_and_is_recorded_as_failed(
+    make_app: Any, stack: Any, callback_server: Any
+) -> None:
+    app = make_app(sync_wait_s=0.0)
+    core = app.extensions["koalatalk"].core
+    user = new_user()
+    token = "apology" + user
+    event = Event(
+        messenger="kakao",
+        user=user,
+        text="x",
+        received_at=time.time(),
+        request_id="req" + user[:20],
+        callback_url=callback_server.url(token),
+        lang="ko",
+    )
+    # 30 px is not a multiple of 8: the pipeline refuses it inside the worker.
+    outcome = core.submit(event, Request(prompt="망가진 요청", width=30, height=30, seed=1))
+    assert outcome.ack is not None
+    calls = callback_server.wait_for(token)
+    assert calls and "문제가 생겼어요" in text_of(calls[0].body)
+    registry = FailedJobRegistry("text2image", connection=stack["redis"], serializer=JSONSerializer)
+    assert wait_until(lambda: event.request_id in registry.get_job_ids())
+    assert stack["redis"].get(keys.slot("kakao", user)) is None
+
+
+def test_slot_is_freed_within_seconds_after_the_worker_is_killed(
+    make_app: Any, redis_url: str, callback_server: Any
+) -> None:
+    url = redis_db(redis_url, 5)
+    r = redis.Redis.from_url(url)
+    env = worker_env(
+        {},
+        mode="development",
+        redis_url=url,
+        preset="tiny",
+        media_dir=str(RUN_DIR / "media5"),
+        heartbeat_s="0.5",
+        debug_job_delay_s="60",
+        log_json="false",
+        system_dns="false",
+    )
+    log_path = RUN_DIR / "worker-killed.log"
+    proc = start_worker(env, log_path=log_path)
+    try:
+        wait_ready(r, proc, log_path=log_path)
+        client = make_app(redis_url=url, sync_wait_s=0.0).test_client()
+        user = new_user()
+        post(client, user, "중간에 죽는 워커")
+        holder = r.get(keys.slot("kakao", user))
+        assert holder is not None
+        assert wait_until(lambda: r.get(keys.running(holder.decode())) is not None)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        killed_at = time.time()
+        # Refused while the heartbeat lives; accepted once it has expired (3 x 0.5 s).
+        assert wait_until(
+            lambda: "아직 그리는 중" in text_of(post(client, user, "새 그림")), timeout=10
+        )
+        assert time.time() - killed_at < 5
+        failed = FailedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
+        assert holder.decode() in failed.get_job_ids()
+    finally:
+        stop_process(proc)
+        r.flushdb()
+        r.close()
+
+
+def test_worker_without_weights_stops_with_a_clear_message(stack: Any) -> None:
+    env = worker_env(
+        {},
+        mode="development",
+        redis_url=stack["settings"]["redis_url"],
+        preset="koala-1b",
+        log_json="false",
+        system_dns="false",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "workers", "text2image"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 3
+    assert "koala-1b" in done.stderr and "etri-vilab/koala-1b" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,95 @@
+"""The worker heartbeat: which queues it serves and that its models are loaded.
+
+The web reads it for readiness and for slot recovery. Each beat also looks for jobs of dead
+workers (so their users hear back within seconds) and, now and then, purges old pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+from bot import keys
+from bot.events import Reply, Text
+from bot.texts import quick, say
+from workers import delivery, recovery
+from workers.job import Job
+from workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+PURGE_EVERY_S = 300.0
+
+
+def beat(rt: Runtime, state: str = "ready") -> None:
+    """Write one heartbeat; it expires after three missed beats."""
+    info = {
+        "name": rt.name,
+        "queues": rt.queues,
+        "state": state,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "at": time.time(),
+        "models": {k: getattr(v, "preset", None) and v.preset.name for k, v in rt.models.items()},
+        "load_seconds": rt.load_seconds,
+        "loaded": state == "ready",
+    }
+    ttl_ms = max(1000, int(rt.settings.heartbeat_s * 3000))
+    with rt.redis.pipeline() as pipe:
+        pipe.set(keys.heartbeat(rt.name), json.dumps(info), px=ttl_ms)
+        pipe.sadd(keys.WORKERS, rt.name)
+        pipe.execute()
+
+
+def stop(rt: Runtime) -> None:
+    """Remove this worker's heartbeat at a clean exit."""
+    with rt.redis.pipeline() as pipe:
+        pipe.delete(keys.heartbeat(rt.name))
+        pipe.srem(keys.WORKERS, rt.name)
+        pipe.execute()
+
+
+def rescue_lost_jobs(rt: Runtime) -> int:
+    """Tell the users of jobs whose worker died; returns how many were found."""
+    lost = recovery.lost_jobs(rt.redis, rt.queues)
+    for rq_job in lost:
+        job = Job.from_dict(rq_job.args[0])
+        reply = Reply(
+            (Text(say("worker_lost", job.lang)),), (quick("quick_help", job.lang),), kind="error"
+        )
+        # Delivery may wait on a callback; never let it hold up the next heartbeat.
+        threading.Thread(target=_deliver_quietly, args=(rt, job, reply), daemon=True).start()
+    return len(lost)
+
+
+def _deliver_quietly(rt: Runtime, job: Job, reply: Reply) -> None:
+    try:
+        delivery.deliver(rt, job, reply)
+    except Exception:
+        log.exception("could not tell the user about a lost job")
+
+
+def start(rt: Runtime) -> threading.Event:
+    """Run the heartbeat loop in a daemon thread; set the returned event to stop it."""
+    stopping = threading.Event()
+
+    def loop() -> None:
+        last_purge = 0.0
+        while not stopping.is_set():
+            try:
+                beat(rt)
+                rescue_lost_jobs(rt)
+                if time.time() - last_purge > PURGE_EVERY_S:
+                    last_purge = time.time()
+                    removed = rt.store.purge()
+                    if removed:
+                        log.info("purged old pictures", extra={"count": removed})
+            except Exception:
+                log.exception("heartbeat failed; retrying")
+            stopping.wait(rt.settings.heartbeat_s)
+
+    threading.Thread(target=loop, name="heartbeat", daemon=True).start()
+    return stopping

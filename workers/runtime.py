@@ -1,0 +1,44 @@
+"""What a worker process holds for its whole life: settings, connections, resident models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from bot.media import ImageStore
+from bot.sessions import Sessions
+from bot.settings import Settings
+from bot.urlguard import UrlGuard
+
+
+@dataclass
+class Runtime:
+    """The worker's resident state; job functions read it through `current()`."""
+
+    name: str
+    settings: Settings
+    redis: redis.Redis
+    store: ImageStore
+    guard: UrlGuard
+    sessions: Sessions
+    queues: list[str]
+    models: dict[str, Any] = field(default_factory=dict)
+    load_seconds: dict[str, float] = field(default_factory=dict)
+
+
+_current: Runtime | None = None
+
+
+def install(runtime: Runtime) -> None:
+    """Make `runtime` the one job functions use."""
+    global _current
+    _current = runtime
+
+
+def current() -> Runtime:
+    """The installed runtime; job functions only run inside a started worker."""
+    if _current is None:
+        raise RuntimeError("no worker runtime: start jobs with `python -m workers`")
+    return _current
