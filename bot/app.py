@@ -12,6 +12,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from bot import logs
 from bot.health import health
 from bot.media import ImageStore, media, store_from_settings
+from bot.messengers.line import line_webhook
+from bot.messengers.telegram import telegram_webhook
+from bot.metrics import metrics
 from bot.service import Core
 from bot.settings import Settings
 from bot.webhook import kakao_webhook
@@ -44,16 +47,23 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the app from settings (read from the environment when not given)."""
     settings = settings or Settings.from_env()
     logs.setup(settings.log_level, settings.log_json)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # bot/static is the playground's, served by it
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     r = connect(settings)
     app.extensions["koalatalk"] = AppContext(
-        settings, r, store_from_settings(settings), Core(settings, r)
+        settings, r, store_from_settings(settings, r), Core(settings, r)
     )
     app.register_blueprint(kakao_webhook)
     app.register_blueprint(media)
     app.register_blueprint(health)
+    app.register_blueprint(metrics)
+    app.register_blueprint(telegram_webhook)
+    app.register_blueprint(line_webhook)
+    if settings.playground_on:
+        from bot.playground import playground
+
+        app.register_blueprint(playground)
 
     @app.errorhandler(413)
     def too_large(_exc: Exception) -> tuple[Response, int]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from bot import keys
 from bot.events import Reply
@@ -67,20 +68,26 @@ def worker_finish(r: redis.Redis, request_id: str, reply: Reply) -> Claim:
     return Claim.parse(raw)
 
 
-def webhook_claim(r: redis.Redis, request_id: str, how: str) -> Reply | None:
+def webhook_claim(r: redis.Redis | Pipeline, request_id: str, how: str) -> Any:
     """Claim delivery for the slow path (`callback` or `pull`).
 
-    Returns None when the claim is ours (acknowledge now), or the finished reply when the worker
-    claimed first (answer it directly).
+    On a client: None when the claim is ours (acknowledge now), or the finished reply when the
+    worker claimed first (answer it directly). On a pipeline the claim is queued; pass its
+    result to `claimed`.
     """
     value = f"{how}:{time.time():.3f}"
-    won, raw = r.eval(
+    result = r.eval(
         _WEBHOOK_CLAIM, 2, keys.claim(request_id), keys.result(request_id), value, CLAIM_TTL_S
     )
-    if won:
-        return None
-    r.delete(keys.wake(request_id))
-    return _reply(raw)
+    if isinstance(r, Pipeline):
+        return result
+    return claimed(result)
+
+
+def claimed(result: Any) -> Reply | None:
+    """None when the webhook's claim won, else the reply the worker stored first."""
+    won, raw = result
+    return None if won else _reply(raw)
 
 
 def webhook_wait(r: redis.Redis, request_id: str, budget_s: float, how: str) -> Reply | None:

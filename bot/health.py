@@ -9,7 +9,7 @@ import redis
 from flask import Blueprint, current_app, jsonify
 
 from bot import keys
-from workers.job import TEXT_TO_IMAGE_QUEUE
+from workers.job import TASKS
 
 health = Blueprint("health", __name__)
 
@@ -35,6 +35,11 @@ def queue_readiness(r: redis.Redis, queues: list[str]) -> dict[str, bool]:
     return {q: any(q in w.get("queues", []) and w.get("loaded") for w in workers) for q in queues}
 
 
+def configured_queues(ready_queues: tuple[str, ...]) -> list[str]:
+    """The queues readiness requires: the configured ones, else every queue a job can go to."""
+    return list(ready_queues) or sorted({queue for _function, queue in TASKS.values()})
+
+
 @health.get("/healthz")
 def healthz() -> Any:
     """The process is alive."""
@@ -44,10 +49,11 @@ def healthz() -> Any:
 @health.get("/readyz")
 def readyz() -> Any:
     """Redis answers and every configured queue has a live worker with its model loaded."""
-    r: redis.Redis = current_app.extensions["koalatalk"].redis
+    app = current_app.extensions["koalatalk"]
+    r: redis.Redis = app.redis
     try:
         r.ping()
-        queues = queue_readiness(r, [TEXT_TO_IMAGE_QUEUE])
+        queues = queue_readiness(r, configured_queues(app.settings.ready_queues))
     except redis.RedisError as exc:
         return jsonify({"ready": False, "redis": False, "error": type(exc).__name__}), 503
     ready = all(queues.values())

@@ -14,6 +14,16 @@ def last_prompt(messenger: str, user_id: str) -> str:
     return user("last", messenger, user_id)
 
 
+def seed_pin(messenger: str, user_id: str) -> str:
+    """The seed kept for the user's next prompt only (`같은 시드로`)."""
+    return user("seedpin", messenger, user_id)
+
+
+def translation(model: str, text_sha256: str) -> str:
+    """A cached translation, by the model and a hash of the source text."""
+    return f"{P}tr:{model}:{text_sha256}"
+
+
 def kept(messenger: str, user_id: str) -> str:
     return user("kept", messenger, user_id)
 
@@ -24,6 +34,11 @@ def slot(messenger: str, user_id: str) -> str:
 
 def seen_user(messenger: str, user_id: str) -> str:
     return user("seen", messenger, user_id)
+
+
+def photo_session(messenger: str, user_id: str) -> str:
+    """The photo conversation: private photo ids and recent turns (bot/conversation.py)."""
+    return user("photo", messenger, user_id)
 
 
 def claim(request_id: str) -> str:
@@ -48,8 +63,24 @@ def heartbeat(worker_name: str) -> str:
 
 
 WORKERS = f"{P}workers"
+PHOTO_PURGE = f"{P}photopurge"  # held a few minutes by whoever purges old photos
 
 
 def as_text(raw: bytes | str) -> str:
     """Redis answers bytes; make them text."""
     return raw.decode() if isinstance(raw, bytes) else raw
+
+
+SERVICE_TIMES = f"{P}svc"  # hash: "<queue>:<preset>" -> moving average of seconds per job
+MAINTENANCE = f"{P}maintenance"  # operator's maintenance message, when set
+BLOCKED = f"{P}blocked"  # set of "<messenger>:<user>" refused by an operator
+
+
+def dropped(request_id: str) -> str:
+    """Set when the user cancelled a job that was already running: its result is not sent."""
+    return f"{P}drop:{request_id}"
+
+
+def media(media_id: str) -> str:
+    """A picture in the Redis image store (MEDIA_BACKEND=redis)."""
+    return f"{P}media:{media_id}"

@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+import redis
 from flask import Blueprint, Response, abort, current_app
 
+from bot import keys
 from bot.settings import Settings
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{32}$")
@@ -95,9 +97,121 @@ class LocalImageStore:
         return removed
 
 
-def store_from_settings(settings: Settings) -> ImageStore:
-    """The configured image store."""
+class RedisImageStore:
+    """Pictures in Redis with the retention as their TTL: many hosts, no new infrastructure."""
+
+    def __init__(self, r: redis.Redis, retention_s: int) -> None:
+        self.r = r
+        self.retention_s = retention_s
+
+    def put(self, data: bytes) -> str:
+        media_id = new_id()
+        try:
+            self.r.set(keys.media(media_id), data, ex=self.retention_s)
+        except redis.RedisError as exc:
+            raise StoreError(f"cannot write to Redis: {exc}") from exc
+        return media_id
+
+    def get(self, media_id: str) -> bytes | None:
+        if not ID_PATTERN.match(media_id):
+            return None
+        raw = self.r.get(keys.media(media_id))
+        return bytes(raw) if raw is not None else None
+
+    def purge(self) -> int:
+        return 0  # Redis expires them
+
+
+class S3ImageStore:
+    """S3-compatible object storage: public URLs under a base, or presigned URLs.
+
+    The bucket's lifecycle rule should expire objects after the retention; `purge` also deletes
+    older objects under the prefix, for stores without lifecycle rules.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = settings.s3_bucket
+        self.prefix = settings.s3_prefix
+        self.retention_s = settings.media_retention_s
+        self.public_base = settings.s3_public_base.rstrip("/")
+        credentials = {}
+        if settings.s3_access_key:
+            # Explicit keys: boto3 never falls back to the instance-metadata lookup.
+            credentials = {"aws_access_key_id": settings.s3_access_key,
+                           "aws_secret_access_key": settings.s3_secret_key}
+        self.client = boto3.client(
+            "s3", endpoint_url=settings.s3_endpoint_url or None,
+            region_name=settings.s3_region,
+            config=Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2}),
+            **credentials)
+
+    def _key(self, media_id: str) -> str:
+        return f"{self.prefix}{media_id}.jpg"
+
+    def put(self, data: bytes) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        media_id = new_id()
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(media_id), Body=data,
+                                   ContentType="image/jpeg",
+                                   CacheControl=f"public, max-age={self.retention_s}")
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"cannot write to S3 bucket {self.bucket}: {exc}") from exc
+        return media_id
+
+    def get(self, media_id: str) -> bytes | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not ID_PATTERN.match(media_id):
+            return None
+        try:
+            found = self.client.get_object(Bucket=self.bucket, Key=self._key(media_id))
+        except (BotoCoreError, ClientError):
+            return None
+        if time.time() - found["LastModified"].timestamp() > self.retention_s:
+            return None
+        return bytes(found["Body"].read())
+
+    def url(self, media_id: str) -> str:
+        """A public URL under S3_PUBLIC_BASE, else a presigned GET valid for the retention."""
+        if self.public_base:
+            return f"{self.public_base}/{self._key(media_id)}"
+        return str(self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(media_id)},
+            ExpiresIn=min(self.retention_s, 7 * 86400)))
+
+    def purge(self) -> int:
+        cutoff = time.time() - self.retention_s
+        removed = 0
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix)
+        for page in pages:
+            old = [{"Key": o["Key"]} for o in page.get("Contents", [])
+                   if o["LastModified"].timestamp() < cutoff]
+            if old:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": old})
+                removed += len(old)
+        return removed
+
+
+def store_from_settings(settings: Settings, r: redis.Redis | None = None) -> ImageStore:
+    """The configured image store (MEDIA_BACKEND: local, redis or s3)."""
+    if settings.media_backend == "redis":
+        return RedisImageStore(r or redis.Redis.from_url(settings.redis_url),
+                               settings.media_retention_s)
+    if settings.media_backend == "s3":
+        return S3ImageStore(settings)
     return LocalImageStore(settings.media_path, settings.media_retention_s)
+
+
+def picture_url(settings: Settings, store: ImageStore, media_id: str) -> str:
+    """Where Kakao fetches a stored picture: the store's own URL (S3) or our /media route."""
+    url = getattr(store, "url", None)
+    return str(url(media_id)) if callable(url) else public_url(settings, media_id)
 
 
 def public_url(settings: Settings, media_id: str) -> str:

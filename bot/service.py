@@ -11,13 +11,19 @@ import time
 
 import redis
 from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job as RqJob
+from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
-from bot import handover, intents, slots
+from bot import admission, conversation, drawing, handover, intents, keys, slots
 from bot.events import Ack, Event, Outcome, QuickReply, Reply, Text
+from bot.operator import Operations
+from bot.photos import store_from_settings as photo_store_from_settings
 from bot.sessions import Sessions
 from bot.settings import Settings
 from bot.texts import help_quick_replies, quick, say
+from bot.urlguard import guard_from_settings
 from workers import recovery
 from workers.job import Job, Request
 
@@ -31,6 +37,11 @@ class Core:
         self.settings = settings
         self.r = r
         self.sessions = Sessions(r, settings.session_ttl_s, settings.kept_ttl_s)
+        self.ops = Operations(settings, r)
+        self.guard = guard_from_settings(settings)
+        self.photos = photo_store_from_settings(settings)
+        self.conversations = conversation.Conversations(r, self.photos, settings.photo_ttl_s)
+        self.drawing = drawing.Drawing(settings, r, self.sessions)
         self._queues: dict[str, Queue] = {}
 
     def queue(self, name: str) -> Queue:
@@ -41,30 +52,52 @@ class Core:
 
     # 1. Decide --------------------------------------------------------------------------------
     def handle(self, event: Event) -> Outcome:
-        """Answer one message."""
+        """Answer one message; a new user's first answer carries the notice."""
+        outcome = self._handle(event)
+        if self.sessions.first_contact(event.messenger, event.user):
+            return drawing.with_notice(outcome, self.drawing.notice(event.lang))
+        return outcome
+
+    def _handle(self, event: Event) -> Outcome:
         lang = event.lang
-        action = intents.decide(event.text)
+        command = self.ops.command(event)
+        if command is not None:
+            return _reply(command, event)
+        if event.image_urls:  # fetched at once: the URLs expire
+            return conversation.photos_in(self, event)
+        photo = self.conversations.current(event.messenger, event.user)
+        action = intents.decide(event.text, has_photo=photo is not None)
         if action.name == "results":
             return self._results(event)
+        if action.name == "cancel":
+            return self.cancel(event)
+        if action.name == "forget":
+            return conversation.forget(self, event)
+        if action.name == "ask" and photo is not None:
+            return conversation.ask(self, event, action.text, photo)
+        if action.name in drawing.ACTIONS:  # draw, restyle, same seed, photo redraw
+            planned = self.drawing.plan(event, action, drawing.photo_id(photo))
+            if isinstance(planned, Request):
+                return self.submit(event, planned)
+            return _reply(planned, event)
+        if action.name == "redraw":
+            last = self.sessions.last_prompt(event.messenger, event.user)
+            if last is not None:
+                return self.submit(event, Request(**{**last, "seed": new_seed()}))
         kept = self._kept_first(event)
         if kept is not None:
             return kept
-        if action.name == "help":
-            return _reply(Reply((Text(say("help", lang)),), help_quick_replies(lang)), event)
+        if action.name == "redraw":
+            return _reply(Reply((Text(say("no_last_prompt", lang)),), help_quick_replies(lang)),
+                          event)
+        if action.name == "new_photo":
+            return conversation.start_over(self, event)
+        if action.name == "photo_hint":
+            return conversation.hint(event)
         if action.name == "welcome":
             return _reply(Reply((Text(say("welcome", lang)),), help_quick_replies(lang)), event)
-        if action.name == "redraw":
-            last = self.sessions.last_prompt(event.messenger, event.user)
-            if last is None:
-                return _reply(
-                    Reply((Text(say("no_last_prompt", lang)),), help_quick_replies(lang)), event
-                )
-            request = Request(**{**last, "seed": new_seed()})
-            return self.submit(event, request)
-        if len(action.text) > self.settings.max_prompt_chars:
-            text = say("too_long", lang, n=self.settings.max_prompt_chars)
-            return _reply(Reply((Text(text),), kind="error"), event)
-        return self.submit(event, Request(prompt=action.text, seed=new_seed(), language=lang))
+        help_parts = (Text(say("help", lang)), conversation.help_bubble(self, lang))
+        return _reply(Reply(help_parts, help_quick_replies(lang)), event)
 
     def _results(self, event: Event) -> Outcome:
         reply, remaining = self.sessions.take_kept(event.messenger, event.user)
@@ -97,68 +130,172 @@ class Core:
         return _reply(reply.with_prefix(note, extra), event)
 
     # 2. Admit and enqueue ------------------------------------------------------------------------
-    def submit(self, event: Event, request: Request, task: str = "draw") -> Outcome:
-        """Queue a job for the user unless one is already in flight, then wait briefly."""
+    def submit(
+        self, event: Event, request: Request, task: str = "draw", hold_slot: bool = True
+    ) -> Outcome:
+        """Queue a job for the user unless one is already in flight, then wait briefly.
+
+        `hold_slot=False` queues without the user's slot (a photo fetch handed to the worker:
+        its URLs expire, so it must not wait for the user's other job)."""
         s = self.settings
-        life = s.callback_deadline_s if event.callback_url else s.pull_deadline_s
+        life = (s.callback_deadline_s if event.callback_url
+                else min(s.pull_deadline_s, s.kept_ttl_s))
         job = Job(
             request_id=event.request_id,
             messenger=event.messenger,
             user=event.user,
             deadline=event.received_at + life,
-            preset=s.preset,
+            preset=s.vlm_preset if task == "ask" else s.preset,
             request=request,
             task=task,
             reply_to=event.callback_url,
             received_at=event.received_at,
             lang=event.lang,
         )
-        slot_ttl = int(life + s.job_timeout_s + 60)
-        if not self._take_slot(event, slot_ttl):
-            return _reply(Reply((Text(say("busy_slot", event.lang)),), kind="busy"), event)
+        operator = self.ops.is_operator(event)
+        if hold_slot:
+            refusal = self._admit(event, job, life, operator)
+            if refusal is not None:
+                return refusal
+        # One round trip: the job, the user's last prompt and, when there is no time left to
+        # wait, the slow-path claim, in one MULTI so the worker cannot finish in between.
+        claim_now = event.received_at + s.sync_wait_s - time.time() < 0.01
         try:
-            self.queue(job.queue).enqueue(
-                job.function,
-                job.to_dict(),
-                job_id=job.request_id,
-                job_timeout=s.job_timeout_s,
-                result_ttl=3600,
-                failure_ttl=86400,
-                description=f"{task} {job.request_id}",
-            )
+            with self.r.pipeline() as pipe:
+                self.queue(job.queue).enqueue_call(
+                    job.function, args=(job.to_dict(),), job_id=job.request_id,
+                    timeout=s.job_timeout_s, result_ttl=3600, failure_ttl=86400,
+                    description=f"{task} {job.request_id}", pipeline=pipe, at_front=operator)
+                if task == "draw":
+                    self.sessions.remember_prompt(event.messenger, event.user,
+                                                  _redraw_fields(request), pipe)
+                if claim_now:
+                    handover.webhook_claim(pipe, event.request_id, _slow_path(event))
+                results = pipe.execute()
         except Exception:
             slots.release(self.r, event.messenger, event.user, event.request_id)
+            admission.refund(self.r, event.messenger, event.user, event.request_id,
+                             job.meta.get("quota_day", ""))
             raise
-        if task == "draw":
-            self.sessions.remember_prompt(event.messenger, event.user, _redraw_fields(request))
         log.info("enqueued", extra={"queue": job.queue, "task": task})
-        return self.wait(event)
+        if claim_now:
+            return self.answer(event, handover.claimed(results[-1]), job)
+        return self.wait(event, job)
 
-    def _take_slot(self, event: Event, ttl_s: int) -> bool:
-        if slots.acquire(self.r, event.messenger, event.user, event.request_id, ttl_s):
-            return True
-        held_by = slots.holder(self.r, event.messenger, event.user)
-        if held_by and slots.owner_is_dead(self.r, held_by):
-            if slots.release(self.r, event.messenger, event.user, held_by):
-                recovery.fail_lost_job(self.r, held_by, "worker stopped heartbeating")
-            return slots.acquire(self.r, event.messenger, event.user, event.request_id, ttl_s)
-        return False
+    def _admit(self, event: Event, job: Job, life: float, operator: bool) -> Outcome | None:
+        """Admission (bot/admission.py): None when the job may be queued, else the answer."""
+        s, lang = self.settings, event.lang
+        if self.ops.is_blocked_by_settings(event):
+            return self._refuse(event, "blocked", say("user_blocked", lang))
+        maintenance = self.ops.maintenance()
+        if maintenance and not operator:
+            return self._refuse(event, "maintenance", maintenance)
+        workers = self.ops.workers(job.queue)
+        if not workers:
+            return self._refuse(event, "no_worker", say("no_worker", lang))
+        limits = admission.Limits(
+            rate_window_s=s.rate_window_s, rate_limit=s.rate_limit, daily_quota=s.daily_quota,
+            dedupe_ttl_s=s.dedupe_s, default_service_s=s.default_service_s,
+            check_limits=not operator, at_front=operator)
+        budget = event.received_at + life - time.time() - 1.0
+        decision = self._decide(event, job, workers, budget, int(life + s.job_timeout_s + 60),
+                                limits)
+        if decision.status == admission.KEPT:
+            kept = self._kept_first(event)
+            if kept is not None:
+                return kept
+            decision = self._decide(event, job, workers, budget,
+                                    int(life + s.job_timeout_s + 60), limits)
+        if decision.status == admission.BUSY and decision.holder and slots.owner_is_dead(
+                self.r, decision.holder):
+            if slots.release(self.r, event.messenger, event.user, decision.holder):
+                recovery.fail_lost_job(self.r, decision.holder, "worker stopped heartbeating")
+            decision = self._decide(event, job, workers, budget,
+                                    int(life + s.job_timeout_s + 60), limits)
+        if decision.status == admission.ADMITTED:
+            job.meta.update(quota_day=time.strftime("%Y%m%d", time.gmtime()),
+                            ahead=decision.ahead, estimate_s=round(decision.estimate_s, 2))
+            return None
+        texts = {
+            admission.DUPLICATE: say("duplicate", lang),
+            admission.RATE: say("rate_limited", lang, seconds=int(decision.retry_after_s) or 1),
+            admission.QUOTA: say("quota_reached", lang, n=s.daily_quota),
+            admission.BUSY: say("busy_slot", lang),
+            admission.TOO_SLOW: say("too_slow", lang,
+                                    when=admission.retry_phrase(decision.retry_after_s, lang)),
+            admission.BLOCKED: say("user_blocked", lang),
+        }
+        return self._refuse(event, decision.name, texts.get(decision.status, say("busy_slot",
+                                                                                 lang)))
+
+    def _decide(self, event: Event, job: Job, workers: int, budget: float, slot_ttl: int,
+                limits: admission.Limits) -> admission.Decision:
+        return admission.admit(
+            self.r, messenger=event.messenger, user=event.user, text=event.text or job.task,
+            request_id=event.request_id, queue_key=self.queue(job.queue).key,
+            service_field=admission.service_field(job.queue, job.preset), workers=workers,
+            budget_s=budget, slot_ttl_s=slot_ttl, limits=limits)
+
+    def _refuse(self, event: Event, reason: str, text: str) -> Outcome:
+        log.info("refused", extra={"reason": reason})
+        return _reply(Reply((Text(text),), kind="busy"), event)
+
+    def cancel(self, event: Event) -> Outcome:
+        """`취소`: a queued job is removed; a running one finishes but its result is dropped."""
+        lang = event.lang
+        holder = slots.holder(self.r, event.messenger, event.user)
+        if not holder:
+            return _reply(Reply((Text(say("nothing_to_cancel", lang)),)), event)
+        self.r.set(keys.dropped(holder), "1", ex=3600)
+        try:
+            rq_job = RqJob.fetch(holder, connection=self.r, serializer=JSONSerializer)
+            queued = rq_job.get_status() == JobStatus.QUEUED
+            if queued:
+                rq_job.cancel()
+            day = (rq_job.args[0].get("meta") or {}).get("quota_day", "") if rq_job.args else ""
+        except NoSuchJobError:
+            queued, day = True, ""
+        slots.release(self.r, event.messenger, event.user, holder)
+        if queued:
+            admission.refund(self.r, event.messenger, event.user, holder, day)
+        log.info("cancelled", extra={"job": holder, "queued": queued})
+        return _reply(Reply((Text(say("cancelled" if queued else "cancelled_running", lang)),),
+                            help_quick_replies(lang)), event)
 
     # 3. Answer --------------------------------------------------------------------------------
-    def wait(self, event: Event) -> Outcome:
-        """Wait for a direct answer until the budget ends, then acknowledge or say it's coming."""
+    def wait(self, event: Event, job: Job) -> Outcome:
+        """Wait for a direct answer until the budget ends, then take the slow path."""
         budget = event.received_at + self.settings.sync_wait_s - time.time()
-        how = "callback" if event.callback_url else "pull"
-        reply = handover.webhook_wait(self.r, event.request_id, budget, how)
+        reply = handover.webhook_wait(self.r, event.request_id, budget, _slow_path(event))
+        return self.answer(event, reply, job)
+
+    def answer(self, event: Event, reply: Reply | None, job: Job) -> Outcome:
+        """The finished reply, or the acknowledgement of the slow path the webhook claimed."""
+        task = job.task
         if reply is not None:
             log.info("answered directly")
             return _reply(reply, event)
-        if how == "callback":
-            return Outcome(ack=Ack(say("drawing", event.lang)), request_id=event.request_id)
-        still = Reply(
-            (Text(say("still_drawing", event.lang)),), (quick("quick_result", event.lang),)
-        )
+        if event.callback_url:
+            text = say("thinking" if task == "ask" else "drawing", event.lang)
+            if "estimate_s" in job.meta and task != "ask":
+                text = waiting_text(job, event.lang)
+            return Outcome(ack=Ack(text), request_id=event.request_id)
+        still_key = "still_thinking" if task == "ask" else "still_drawing"
+        still = Reply((Text(say(still_key, event.lang)),), (quick("quick_result", event.lang),))
         return _reply(still, event)
+
+
+def waiting_text(job: Job, lang: str) -> str:
+    """The waiting message: the place in line and the expected seconds."""
+    seconds = max(1, round(float(job.meta.get("estimate_s", 0))))
+    ahead = int(job.meta.get("ahead", 0))
+    if ahead:
+        return say("queued_ahead", lang, ahead=ahead, seconds=seconds)
+    return say("queued_soon", lang, seconds=seconds)
+
+
+def _slow_path(event: Event) -> str:
+    return "callback" if event.callback_url else "pull"
 
 
 def new_seed() -> int:
@@ -167,9 +304,7 @@ def new_seed() -> int:
 
 
 def _redraw_fields(request: Request) -> dict[str, object]:
-    fields = dict(vars(request))
-    fields.pop("seed", None)
-    return fields
+    return dict(vars(request))  # the seed too: `같은 시드로` reads it; a redraw draws a new one
 
 
 def _reply(reply: Reply, event: Event) -> Outcome:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from bot import keys
 from bot.events import Reply
@@ -19,9 +20,11 @@ class Sessions:
         self.session_ttl_s = session_ttl_s
         self.kept_ttl_s = kept_ttl_s
 
-    def remember_prompt(self, messenger: str, user: str, request: dict[str, Any]) -> None:
+    def remember_prompt(self, messenger: str, user: str, request: dict[str, Any],
+                        pipe: Pipeline | None = None) -> None:
         """Keep the user's last drawing request for `다시 그리기`."""
-        self.r.set(keys.last_prompt(messenger, user), json.dumps(request), ex=self.session_ttl_s)
+        target = self.r if pipe is None else pipe
+        target.set(keys.last_prompt(messenger, user), json.dumps(request), ex=self.session_ttl_s)
 
     def last_prompt(self, messenger: str, user: str) -> dict[str, Any] | None:
         """The user's last drawing request, if still kept."""

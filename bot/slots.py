@@ -19,6 +19,29 @@ return 0
 """
 
 
+_ADMIT = """
+local kept = redis.call('LLEN', KEYS[1])
+if kept > 0 then
+  return {0, kept}
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  return {1, 0}
+end
+return {2, redis.call('GET', KEYS[2])}
+"""
+
+KEPT_WAITING, ADMITTED, BUSY = 0, 1, 2
+
+
+def admit(
+    r: redis.Redis, messenger: str, user: str, request_id: str, ttl_s: int
+) -> tuple[int, str]:
+    """Kept results waiting, or the slot taken, or busy (with the holder), in one round trip."""
+    status, value = r.eval(_ADMIT, 2, keys.kept(messenger, user), keys.slot(messenger, user),
+                           request_id, max(1, ttl_s))
+    return int(status), keys.as_text(value) if isinstance(value, bytes | str) else ""
+
+
 def acquire(r: redis.Redis, messenger: str, user: str, request_id: str, ttl_s: int) -> bool:
     """Take the user's slot for this request; False when another job holds it."""
     return bool(r.set(keys.slot(messenger, user), request_id, nx=True, ex=max(1, ttl_s)))

@@ -468,19 +468,37 @@ def _remaining(deadline: float, where: str) -> float:
     return left
 
 
+def origin_of(url: str) -> str:
+    """`scheme://host:port` of a URL, the port always written (the form dev_allow takes)."""
+    parts = _parse(url)
+    return parts.origin
+
+
+def _api_rule(*base_urls: str) -> Rule:
+    """https to the hosts of configured API base URLs (Telegram, LINE)."""
+    return Rule(frozenset({"https"}), frozenset(_parse(url).host for url in base_urls if url))
+
+
 def guard_from_settings(settings: Settings, resolver: Resolver | None = None) -> UrlGuard:
-    """The server's guard: https callbacks to Kakao, photos from Kakao's CDN hosts."""
+    """The server's guard: https callbacks to Kakao, photos from Kakao's CDN hosts, the
+    Telegram and LINE APIs; in development the playground's own origin too."""
     rules = {
         "callback": Rule(frozenset({"https"}), frozenset(settings.callback_hosts)),
         # secure.kakaocdn.net hands out plain-http URLs, so photos allow both schemes.
         "photo": Rule(frozenset({"http", "https"}), frozenset(settings.photo_hosts)),
+        "telegram": _api_rule(settings.telegram_api_base),
+        "line": _api_rule(settings.line_api_base, settings.line_content_base),
     }
+    dev_allow = tuple(settings.dev_allow) if settings.development else ()
+    if settings.playground_on:
+        # The playground posts Kakao-style callbacks back to this server (development only).
+        dev_allow += (origin_of(settings.public_url.rstrip("/")),)
     if resolver is None:
         fallback = system_resolver if settings.system_dns else None
         resolver = static_resolver(settings.resolve, fallback=fallback)
     return UrlGuard(
         rules,
-        dev_allow=settings.dev_allow if settings.development else (),
+        dev_allow=dev_allow,
         resolver=resolver,
         timeout_s=settings.fetch_timeout_s,
         max_bytes=settings.fetch_max_bytes,

@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from bot import logs
+from bot import logs, metrics
 from bot.errors import NotAMessengerRequest, Unauthorized, Unreadable, WebhookError, http_status
 from bot.events import Outcome, Reply, Text
 from bot.messengers import kakao
@@ -46,6 +46,11 @@ def read_json_body(max_bytes: int) -> bytes:
     return request.get_data(cache=False)
 
 
+def refusal_reason(exc: WebhookError) -> str:
+    """The /metrics reason for a refused request."""
+    return {401: "unauthorized", 413: "too_large"}.get(exc.status, "bad_request")
+
+
 def error_response(exc: WebhookError) -> tuple[Response, int]:
     """JSON error body for non-Kakao failures."""
     return jsonify({"error": type(exc).__name__, "detail": str(exc)}), http_status(exc)
@@ -64,13 +69,20 @@ def skill() -> Any:
                 request.headers.get(settings.secret_header), settings.secret, settings.development
             )
             body = read_json_body(settings.max_body_bytes)
-            event, _photos = kakao.parse(body, received_at, request_id)
+            event, photos = kakao.parse(body, received_at, request_id)
         except Unreadable as exc:
             log.info("unreadable request", extra={"why": str(exc)})
+            metrics.refused(app.redis, "unreadable")
             return jsonify(kakao.render(Reply((Text(say(exc.message_key)),), kind="error")))
         except WebhookError as exc:
             log.info("refused request", extra={"status": http_status(exc), "why": str(exc)})
+            metrics.refused(app.redis, refusal_reason(exc))
             return error_response(exc)
+        metrics.inc(app.redis, "requests", messenger=kakao.NAME)
+        if photos.refused and not photos.urls:
+            log.info("photos refused: no privacy agreement")
+            refused = Reply((Text(say("photo_refused", event.lang)),), kind="error")
+            return jsonify(kakao.render(refused))
         try:
             outcome = app.core.handle(event)
         except redis.RedisError as exc:

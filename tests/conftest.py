@@ -29,6 +29,8 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 ROOT = Path(__file__).resolve().parent.parent
+# Worker logs go here; set KOALATALK_TEST_LOG_DIR to keep them after the run.
+LOG_DIR = Path(os.environ.get("KOALATALK_TEST_LOG_DIR", str(RUN_DIR)))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -151,10 +153,28 @@ def callback_server():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def stack(redis_url: str, callback_server):  # type: ignore[no-untyped-def]
+def messenger_apis():  # type: ignore[no-untyped-def]
+    """The stand-in for the Telegram Bot API and the LINE Messaging API (tests/standins.py)."""
+    from tests.standins import ApiStandIn
+
+    server = ApiStandIn(free_port())
+    http = server.start()
+    yield server
+    http.shutdown()
+
+
+@pytest.fixture(scope="session")
+def web_port() -> int:
+    """The port a test may serve the web app on: the stack's PUBLIC_URL points there."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def stack(redis_url: str, callback_server, messenger_apis, web_port):  # type: ignore[no-untyped-def]
     """One text-to-image worker with the tiny model, shared by every test that needs one."""
     import redis
 
+    from tests.standins import LINE_TOKEN, TELEGRAM_TOKEN
     from tests.support import start_worker, wait_ready, worker_env
 
     media = RUN_DIR / "media"
@@ -162,16 +182,26 @@ def stack(redis_url: str, callback_server):  # type: ignore[no-untyped-def]
         mode="development",
         redis_url=redis_url,
         preset="tiny",
+        translation_model="tiny",
+        safety_model="koalatalk/tiny-safety-pass",
         media_dir=str(media),
-        public_url="http://127.0.0.1:8000",
-        dev_allow=f"http://127.0.0.1:{callback_server.port}",
+        photo_dir=str(RUN_DIR / "photos"),
+        public_url=f"http://127.0.0.1:{web_port}",
+        dev_allow=f"http://127.0.0.1:{callback_server.port},{messenger_apis.base}",
+        telegram_token=TELEGRAM_TOKEN,
+        telegram_secret="telegram-test-secret",
+        telegram_api_base=messenger_apis.base,
+        line_channel_secret="line-test-channel-secret",
+        line_access_token=LINE_TOKEN,
+        line_api_base=messenger_apis.base,
+        line_content_base=messenger_apis.base,
         heartbeat_s="0.5",
         log_json="false",
         fetch_timeout_s="3",
         system_dns="false",
     )
     env = worker_env({}, **settings)
-    log_path = Path(os.environ.get("KOALATALK_TEST_LOG_DIR", RUN_DIR)) / "worker.log"
+    log_path = LOG_DIR / "worker.log"
     proc = start_worker(env, log_path=log_path)
     client = redis.Redis.from_url(redis_url)
     try:

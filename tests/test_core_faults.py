@@ -18,7 +18,7 @@ from rq.serializers import JSONSerializer
 
 from bot import keys
 from bot.events import Event
-from tests.conftest import RUN_DIR, stop_process
+from tests.conftest import LOG_DIR, stop_process
 from tests.support import (
     ROOT,
     kakao_payload,
@@ -48,14 +48,36 @@ def has_picture(body: dict[str, Any]) -> bool:
     return any("simpleImage" in o for o in body["template"]["outputs"])
 
 
-def test_one_job_in_flight_per_user(make_app: Any, redis_url: str) -> None:
-    # Database 4 has no worker, so the first job stays queued and holds the slot.
-    client = make_app(redis_url=redis_db(redis_url, 4), sync_wait_s=0.0).test_client()
+@pytest.fixture(scope="module")
+def slow(redis_url: str, stack: Any) -> Any:
+    """A private worker on database 5 that sleeps 2 s before each job (a development seam)."""
+    url = redis_db(redis_url, 5)
+    r = redis.Redis.from_url(url)
+    env = worker_env({}, **{**stack["settings"], "redis_url": url, "debug_job_delay_s": "2"})
+    log_path = LOG_DIR / "worker-slow.log"
+    proc = start_worker(env, log_path=log_path)
+    try:
+        wait_ready(r, proc, log_path=log_path)
+        yield {"url": url, "redis": r}
+    finally:
+        stop_process(proc)
+        r.flushdb()
+        r.close()
+
+
+def test_one_job_in_flight_per_user(make_app: Any, slow: Any) -> None:
+    client = make_app(redis_url=slow["url"], sync_wait_s=0.0).test_client()
     user, other = new_user(), new_user()
     assert "아직 그리는 중" in text_of(post(client, user, "첫 번째 그림"))
     busy = post(client, user, "두 번째 그림")
     assert "앞서 보낸 요청을 아직 처리하고 있어요" in text_of(busy)
     assert "아직 그리는 중" in text_of(post(client, other, "다른 사람의 그림"))
+    r = slow["redis"]
+    assert wait_until(lambda: r.llen(keys.kept("kakao", user)) == 1, timeout=20)
+    assert r.get(keys.slot("kakao", user)) is None
+    later = post(client, user, "세 번째 그림")
+    assert has_picture(later), "the kept picture comes first"
+    assert "앞서 보낸 요청을" not in text_of(later)
 
 
 class ConnectionCounter:
@@ -156,22 +178,12 @@ def test_a_failing_job_apologises_and_is_recorded_as_failed(
 
 
 def test_slot_is_freed_within_seconds_after_the_worker_is_killed(
-    make_app: Any, redis_url: str, callback_server: Any
+    make_app: Any, redis_url: str, stack: Any
 ) -> None:
-    url = redis_db(redis_url, 5)
+    url = redis_db(redis_url, 6)
     r = redis.Redis.from_url(url)
-    env = worker_env(
-        {},
-        mode="development",
-        redis_url=url,
-        preset="tiny",
-        media_dir=str(RUN_DIR / "media5"),
-        heartbeat_s="0.5",
-        debug_job_delay_s="60",
-        log_json="false",
-        system_dns="false",
-    )
-    log_path = RUN_DIR / "worker-killed.log"
+    env = worker_env({}, **{**stack["settings"], "redis_url": url, "debug_job_delay_s": "60"})
+    log_path = LOG_DIR / "worker-killed.log"
     proc = start_worker(env, log_path=log_path)
     try:
         wait_ready(r, proc, log_path=log_path)

@@ -10,10 +10,13 @@ from urllib.parse import urlparse
 
 import pytest
 from PIL import Image
+from rq import Queue
+from rq.serializers import JSONSerializer
 
-from bot import keys
+from bot import keys, slots
 from tests.support import kakao_payload, new_user, wait_until
 from workers.imaging import is_marked_ai
+from workers.job import Job, Request
 
 # The longest direct wait Kakao's budget allows; a loaded 2-core machine can be slow.
 DIRECT_WAIT = 4.0
@@ -63,7 +66,8 @@ def test_prompt_answered_directly_with_an_ai_marked_jpeg(
     urls = image_urls(body)
     assert len(urls) == 1
     assert "AI" in texts(body)
-    assert quick_labels(body) == ["다시 그리기", "도움말"]
+    labels = quick_labels(body)
+    assert labels[:2] == ["다시 그리기", "같은 시드로"] and labels[-1] == "도움말"
     data = fetch_jpeg(client, urls[0])
     assert is_marked_ai(data)
     time.sleep(1.5)
@@ -163,11 +167,18 @@ def test_english_prompt_gets_english_messages(make_app: Any) -> None:
 
 
 def test_job_past_its_deadline_is_not_run_and_user_is_told(make_app: Any, stack: Any) -> None:
-    client = make_app(sync_wait_s=0.0, pull_deadline_s=0.0).test_client()
-    user = new_user()
-    post(client, user, "늦어버린 그림")
-    assert wait_until(lambda: stack["redis"].llen(keys.kept("kakao", user)) == 1)
-    body = post(client, user, "안녕")
+    # Admission refuses work it cannot finish in time, so a job can only miss its deadline by
+    # waiting in the queue; enqueue one that already has, as a backlog would leave it.
+    r = stack["redis"]
+    user, rid = new_user(), "late" + new_user()
+    job = Job(request_id=rid, messenger="kakao", user=user, deadline=time.time() - 1,
+              preset="tiny", request=Request(prompt="늦어버린 그림", seed=1))
+    assert slots.acquire(r, "kakao", user, rid, 60)
+    Queue("text2image", connection=r, serializer=JSONSerializer).enqueue(
+        job.function, job.to_dict(), job_id=rid)
+    assert wait_until(lambda: r.llen(keys.kept("kakao", user)) == 1)
+    assert r.get(keys.slot("kakao", user)) is None
+    assert r.get(keys.result(rid)) is None, "an expired job must not be drawn"
+    body = post(make_app().test_client(), user, "안녕")
     assert "제시간에 그리지 못했어요" in texts(body)
     assert not image_urls(body)
-    assert stack["redis"].get(keys.slot("kakao", user)) is None

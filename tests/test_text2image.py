@@ -49,6 +49,8 @@ def test_tiny_preset_generates_reproducibly(tiny: TextToImage) -> None:
     assert np.abs(pixels(first[0]) - pixels(other[0])).mean() > 1.0
     assert tiny.device == "cpu" and tiny.load_seconds > 0
     assert tiny.preset is TEXT_TO_IMAGE["tiny"]
+    assert not tiny.compiled
+    tiny.warm_up()
 
 
 def test_batch_equals_single_calls(tiny: TextToImage) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import time
 
-from bot import handover
+from bot import handover, metrics
 from bot.events import QuickReply, Reply, Text
-from bot.messengers import kakao
+from bot.messengers import kakao, line, telegram
 from bot.texts import say
 from workers.job import Job
 from workers.runtime import Runtime
@@ -20,36 +20,59 @@ def deliver(rt: Runtime, job: Job, reply: Reply) -> str:
     claim = handover.worker_finish(rt.redis, job.request_id, reply)
     if claim.how == "direct":
         log.info("delivered", extra={"how": "direct"})
+        metrics.inc(rt.redis, "deliveries", messenger=job.messenger, how="direct")
         return "direct"
     if claim.how == "callback" and job.reply_to:
-        # Kakao may refuse a POST that races its own acknowledgement.
-        pause = claim.acked_at + rt.settings.callback_delay_s - time.time()
-        if pause > 0:
-            time.sleep(pause)
+        if job.messenger == kakao.NAME:
+            # Kakao may refuse a POST that races its own acknowledgement.
+            pause = claim.acked_at + rt.settings.callback_delay_s - time.time()
+            if pause > 0:
+                time.sleep(pause)
         status = post_callback(rt, job, reply)
         log.info("delivered", extra={"how": "callback", "status": status})
         if status == "SUCCESS":
+            metrics.inc(rt.redis, "deliveries", messenger=job.messenger, how="callback")
             return "callback"
     keep(rt, job, reply)
     return "kept"
 
 
 def post_callback(rt: Runtime, job: Job, reply: Reply) -> str:
-    """POST the reply to the job's messenger callback."""
+    """Send the reply through the job's messenger: Kakao's callback, Telegram's Bot API, or
+    LINE's reply token (push once it has expired). Returns SUCCESS when it went out."""
     assert job.reply_to is not None
     if job.messenger == kakao.NAME:
-        return kakao.post_callback(rt.guard, job.reply_to, reply, job.deadline)
+        status = kakao.post_callback(rt.guard, job.reply_to, reply, job.deadline)
+        metrics.inc(rt.redis, "callbacks", result=status)
+        return status
+    if job.messenger == telegram.NAME:
+        api = telegram.BotApi(rt.guard, rt.settings)
+        return telegram.send(api, rt.settings, rt.store, job.reply_to, reply)
+    if job.messenger == line.NAME:
+        how = line.reply_or_push(
+            line.LineApi(rt.guard, rt.settings), reply, job.reply_to, job.user,
+            job.received_at, rt.settings.line_reply_window_s, job.request_id,
+        )  # fmt: skip
+        return "SUCCESS" if how in {"reply", "push"} else "error"
     return "error"
 
 
 def keep(rt: Runtime, job: Job, reply: Reply) -> None:
     """Keep the reply for the user's next message or `결과 보기`."""
     rt.sessions.keep(job.messenger, job.user, reply)
+    metrics.inc(rt.redis, "deliveries", messenger=job.messenger, how="kept")
     log.info("delivered", extra={"how": "kept"})
 
 
 def expired_reply(job: Job) -> Reply:
     """The note kept for a job that missed its deadline, with one tap to send it again."""
+    if job.task == "ask":
+        question = job.request.question
+        return Reply(
+            (Text(say("expired_ask", job.lang, question=question[:60])),),
+            (QuickReply(say("quick_resend", job.lang), question[:200]),) if question else (),
+            kind="late",
+        )
     resend = QuickReply(say("quick_resend", job.lang), job.request.prompt[:200])
     return Reply(
         (Text(say("expired", job.lang, prompt=job.request.prompt[:60])),), (resend,), kind="late"

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 
@@ -36,12 +37,29 @@ def beat(rt: Runtime, state: str = "ready") -> None:
         "models": {k: getattr(v, "preset", None) and v.preset.name for k, v in rt.models.items()},
         "load_seconds": rt.load_seconds,
         "loaded": state == "ready",
+        "gpu": gpu_memory(),
     }
-    ttl_ms = max(1000, int(rt.settings.heartbeat_s * 3000))
+    # Three missed beats, and never under beat + 2 s: a busy CPU must not look like a dead worker.
+    ttl_ms = int(max(rt.settings.heartbeat_s * 3, rt.settings.heartbeat_s + 2.0) * 1000)
     with rt.redis.pipeline() as pipe:
         pipe.set(keys.heartbeat(rt.name), json.dumps(info), px=ttl_ms)
         pipe.sadd(keys.WORKERS, rt.name)
         pipe.execute()
+
+
+def gpu_memory() -> dict[str, dict[str, int]]:
+    """CUDA memory per device (allocated, reserved, peak) when this worker uses CUDA, else {}."""
+    torch = sys.modules.get("torch")  # never imported here: only read when a model did
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return {}
+    return {
+        f"cuda:{i}": {
+            "allocated": int(torch.cuda.memory_allocated(i)),
+            "reserved": int(torch.cuda.memory_reserved(i)),
+            "peak": int(torch.cuda.max_memory_allocated(i)),
+        }
+        for i in range(torch.cuda.device_count())
+    }
 
 
 def stop(rt: Runtime) -> None:

@@ -16,6 +16,7 @@ VISION_LANGUAGE_QUEUE = "vision"
 # Job functions are enqueued by dotted name, so the web never imports model code.
 TASKS = {
     "draw": ("workers.tasks.draw", TEXT_TO_IMAGE_QUEUE),
+    "ask": ("workers.vision.ask", VISION_LANGUAGE_QUEUE),
 }
 
 
@@ -31,6 +32,16 @@ class Request:
     guidance: float | None = None
     seed: int = 0
     language: str = "ko"
+    # A question about photos (task "ask"): private photo ids, photo URLs the webhook could not
+    # fetch in time (the worker fetches them), and the earlier (question, answer) turns.
+    question: str = ""
+    images: tuple[str, ...] = ()
+    photo_urls: tuple[str, ...] = ()
+    history: tuple[tuple[str, str], ...] = ()
+    style: str = ""  # a bot/options.py STYLES key; its text is added after translation
+    translate: bool = True  # False: the user asked to draw the prompt as written
+    source_image: str = ""  # a private photo id (bot/photos.py): redraw that photo
+    strength: float | None = None  # how far a redraw may move from the photo, 0..1
 
 
 @dataclass(frozen=True)
@@ -50,8 +61,8 @@ class Job:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able form for rq's JSON serializer."""
-        return dataclasses.asdict(self)
+        """Plain JSON-able form for rq's JSON serializer (flat, so no deep copy is needed)."""
+        return {**vars(self), "request": dict(vars(self.request)), "meta": dict(self.meta)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
@@ -59,9 +70,11 @@ class Job:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         request_names = {f.name for f in dataclasses.fields(Request)}
-        values["request"] = Request(
-            **{k: v for k, v in data.get("request", {}).items() if k in request_names}
-        )
+        request = {k: v for k, v in data.get("request", {}).items() if k in request_names}
+        for name in ("images", "photo_urls"):  # JSON brings lists back
+            request[name] = tuple(request.get(name, ()))
+        request["history"] = tuple((str(q), str(a)) for q, a in request.get("history", ()))
+        values["request"] = Request(**request)
         return cls(**values)
 
     @property

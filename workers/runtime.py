@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 
+from bot.blocklist import BlockList
 from bot.media import ImageStore
 from bot.sessions import Sessions
 from bot.settings import Settings
@@ -26,6 +27,8 @@ class Runtime:
     queues: list[str]
     models: dict[str, Any] = field(default_factory=dict)
     load_seconds: dict[str, float] = field(default_factory=dict)
+    blocklist: BlockList = field(default_factory=BlockList)  # read once at start
+    precomputed: dict[str, Any] = field(default_factory=dict)  # request id -> batch picture
 
 
 _current: Runtime | None = None

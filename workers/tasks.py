@@ -7,20 +7,24 @@ an apology through the same delivery path and is re-raised so rq records the job
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from typing import Any
 
-from bot import keys, logs, slots
+from bot import admission, keys, logs, metrics, slots
+from bot.blocklist import log_refusal
 from bot.events import Picture, Reply, Text
-from bot.media import public_url
+from bot.media import picture_url
+from bot.options import STRENGTH_DEFAULT, style_label, style_quick_reply, suggest_styles
 from bot.texts import quick, say
-from workers import delivery
+from workers import delivery, prompting, safety
 from workers.imaging import to_jpeg
 from workers.job import Job
 from workers.runtime import Runtime, current
 
 log = logging.getLogger(__name__)
+FAILED_TEXT = {"ask": "failed_ask"}  # the apology's text by task (default "failed")
 
 
 def draw(payload: dict[str, Any]) -> dict[str, Any]:
@@ -37,22 +41,41 @@ def _run(rt: Runtime, job: Job, work: Any) -> dict[str, Any]:
         log.info("expired before start", extra={"late_s": round(time.time() - job.deadline, 3)})
         delivery.keep(rt, job, delivery.expired_reply(job))
         slots.release(rt.redis, job.messenger, job.user, job.request_id)
+        _refund(rt, job)
+        metrics.inc(rt.redis, "jobs", queue=job.queue, status="expired")
         return {"status": "expired"}
     rt.redis.set(keys.running(job.request_id), rt.name, ex=rt.settings.job_timeout_s + 60)
+    started = time.time()
+    if job.received_at:
+        metrics.observe(rt.redis, "wait", started - job.received_at, queue=job.queue)
     try:
         if rt.settings.development and rt.settings.debug_job_delay_s:
             time.sleep(rt.settings.debug_job_delay_s)  # test seam: widen the mid-job window
         reply, result = work(rt, job)
+        elapsed = time.time() - started + result.get("batch_share_s", 0.0)
+        metrics.job_done(rt.redis, job.queue, elapsed)
+        admission.record_service_time(
+            rt.redis, admission.service_field(job.queue, job.preset), elapsed)
+        # Free the slot before the hand-over: a user who answers the picture at once is not busy.
+        slots.release(rt.redis, job.messenger, job.user, job.request_id)
+        if rt.redis.exists(keys.dropped(job.request_id)):
+            log.info("result dropped: the user cancelled")
+            return {**result, "delivered": "dropped"}
         how = delivery.deliver(rt, job, reply)
         return {**result, "delivered": how}
     except Exception:
+        metrics.inc(rt.redis, "jobs", queue=job.queue, status="failed")
         log.exception("job failed")
+        slots.release(rt.redis, job.messenger, job.user, job.request_id)
+        _refund(rt, job)
         try:
             delivery.deliver(
                 rt,
                 job,
                 Reply(
-                    (Text(say("failed", job.lang)),), (quick("quick_help", job.lang),), kind="error"
+                    (Text(say(FAILED_TEXT.get(job.task, "failed"), job.lang)),),
+                    (quick("quick_help", job.lang),),
+                    kind="error",
                 ),
             )
         except Exception:
@@ -63,30 +86,106 @@ def _run(rt: Runtime, job: Job, work: Any) -> dict[str, Any]:
         slots.release(rt.redis, job.messenger, job.user, job.request_id)
 
 
+def _refund(rt: Runtime, job: Job) -> None:
+    """A job that never gave the user a result does not count against their limits."""
+    admission.refund(rt.redis, job.messenger, job.user, job.request_id,
+                     str(job.meta.get("quota_day", "")))
+
+
 def _draw(rt: Runtime, job: Job) -> tuple[Reply, dict[str, Any]]:
     model = rt.models["text2image"]
     request = job.request
+    # 1. The English prompt (translated, checked, styled, fitted to CLIP); a batch did it already
+    batched = rt.precomputed.pop(job.request_id, None)
+    prepared = batched.prepared if batched else prompting.prepare(rt, request)
+    result: dict[str, Any] = {"status": "ok", **prepared.timings}
+    if prepared.blocked:
+        log_refusal("blocklist_translated", request.prompt, rt.settings.log_prompts)
+        return _note(job, "blocked"), {**result, "status": "refused"}
+    # 2. Draw, or redraw the user's photo
     started = time.perf_counter()
-    image = model.generate(
-        [request.prompt],
-        [request.seed],
-        negative_prompts=[request.negative_prompt or model.preset.negative_prompt],
-        width=request.width,
-        height=request.height,
-        steps=request.steps,
-        guidance=request.guidance,
-    )[0]
-    model_s = time.perf_counter() - started
-    media_id = rt.store.put(to_jpeg(image))
-    log.info("drawn", extra={"model_s": round(model_s, 4), "media": media_id[:6]})
-    return picture_reply(rt, job, media_id), {"status": "ok", "model_s": model_s}
+    if request.source_image:
+        photo = _photo(rt, request.source_image)
+        if photo is None:
+            return _note(job, "photo_gone"), {**result, "status": "photo_gone"}
+        image = model.redraw(
+            photo,
+            prepared.prompt,
+            request.seed,
+            strength=request.strength or STRENGTH_DEFAULT,
+            negative_prompt=prepared.negative,
+            steps=request.steps,
+            guidance=request.guidance,
+        )
+    elif batched is not None:
+        image = batched.image
+        result["batch_share_s"] = batched.share_s
+    else:
+        image = model.generate(
+            [prepared.prompt],
+            [request.seed],
+            negative_prompts=[prepared.negative],
+            width=request.width,
+            height=request.height,
+            steps=request.steps,
+            guidance=request.guidance,
+        )[0]
+    result["model_s"] = batched.share_s if batched else time.perf_counter() - started
+    # 3. The safety policy decides what, if anything, gets a public URL
+    screened = safety.screen(rt, image, request.prompt)
+    if screened.image is None:
+        return _note(job, screened.note or "image_blocked"), {**result, "status": "flagged"}
+    media_id = rt.store.put(to_jpeg(screened.image))
+    log.info("drawn", extra={"model_s": round(result["model_s"], 4), "media": media_id[:6]})
+    return picture_reply(rt, job, media_id, prepared, screened.note), result
 
 
-def picture_reply(rt: Runtime, job: Job, media_id: str) -> Reply:
-    """The picture, one short line that says AI drew it, and the follow-up quick replies."""
-    line = say("done_line", job.lang, prompt=job.request.prompt[:200])
+def picture_reply(
+    rt: Runtime,
+    job: Job,
+    media_id: str,
+    prepared: prompting.Prepared | None = None,
+    note: str | None = None,
+) -> Reply:
+    """The picture, a few short lines (AI drew it, from which English, seed), quick replies."""
+    request, lang = job.request, job.lang
+    shown = request.prompt or (style_label(request.style, lang) if request.style else "")
+    lines = [say("done_line", lang, prompt=shown[:200])]
+    if prepared is not None and (prepared.translated or prepared.cut or request.style):
+        lines.append(say("drawn_from", lang, english=prepared.prompt[:400]))
+    if prepared is not None and prepared.cut:
+        lines.append(say("prompt_cut", lang))
+    if note:
+        lines.append(say(note, lang))
+    lines.append(say("drawn_seed", lang, seed=request.seed))
+    styles = suggest_styles(request.style or None, request.seed)
     return Reply(
-        (Picture(public_url(rt.settings, media_id), say("alt_picture", job.lang)), Text(line)),
-        (quick("quick_redraw", job.lang), quick("quick_help", job.lang)),
+        (
+            Picture(picture_url(rt.settings, rt.store, media_id), say("alt_picture", lang)),
+            Text("\n".join(lines)),
+        ),
+        (
+            quick("quick_redraw", lang),
+            quick("quick_same_seed", lang),
+            *(style_quick_reply(key, lang) for key in styles),
+            quick("quick_help", lang),
+        ),
         kind="result",
     )
+
+
+def _note(job: Job, key: str) -> Reply:
+    """A text-only answer instead of a picture (a refusal), with a way on."""
+    return Reply((Text(say(key, job.lang)),), (quick("quick_help", job.lang),), kind="error")
+
+
+def _photo(rt: Runtime, photo_id: str) -> Any:
+    """The user's private photo as a PIL image, or None when it is gone."""
+    from PIL import Image
+
+    from bot import photos
+
+    found = photos.store_from_settings(rt.settings).read(photo_id)
+    if found is None or found[0] != "photo":
+        return None
+    return Image.open(io.BytesIO(found[1]))

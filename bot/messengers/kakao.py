@@ -26,6 +26,8 @@ MAX_LABEL = 14
 MAX_USER_ID = 128
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 LIST_FORM = re.compile(r"^\s*List\((.*)\)\s*$", re.S)
+LIST_SEPARATOR = re.compile(r"\s*,\s*(?=https?://)")  # `, ` and `,` both occur
+MAX_IMAGES = 10
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class Photos:
 
     urls: tuple[str, ...]
     refused: bool  # the secure-image plugin said privacyAgreement != Y
+    secure: bool = False  # some came from the secure-image plugin (the utterance is no caption)
 
 
 def clean_text(value: str) -> str:
@@ -51,34 +54,54 @@ def split_list_form(value: str) -> list[str]:
     """`List(a, b)` or `List(a,b)` (Scala's form) or a bare URL into a list of URLs."""
     match = LIST_FORM.match(value)
     inner = match.group(1) if match else value
-    return [part.strip() for part in inner.split(",") if part.strip().startswith("http")]
+    return [part.strip() for part in LIST_SEPARATOR.split(inner.strip()) if part.startswith("http")]
 
 
-def _photos(user_request: dict[str, Any], action: dict[str, Any], utterance: str) -> Photos:
+def _plugin(value: Any) -> dict[str, Any] | None:
+    """The secure-image plugin's JSON document, if `value` is one."""
+    if not isinstance(value, str) or not ("privacyAgreement" in value or "secureUrls" in value):
+        return None
+    try:
+        plugin = json.loads(value)
+    except ValueError:
+        return None
+    return plugin if isinstance(plugin, dict) else None
+
+
+def _secure_images(action: dict[str, Any]) -> tuple[list[str], bool]:
+    """URLs from the secure-image plugin (`action.params` or `detailParams`), and whether a
+    plugin answer without privacyAgreement Y was seen."""
     urls: list[str] = []
     refused = False
-    media = _dict(_dict(user_request.get("params")).get("media"))
-    if media.get("type") == "image" and isinstance(media.get("url"), str):
-        urls.append(media["url"])
-    elif media.get("type") == "image" and utterance.startswith("http"):
-        urls.append(utterance)
-    for value in _dict(action.get("params")).values():
-        if not isinstance(value, str) or "secureUrls" not in value:
-            continue
-        try:
-            plugin = json.loads(value)
-        except ValueError:
-            continue
-        if not isinstance(plugin, dict):
+    params = _dict(action.get("params"))
+    details = _dict(action.get("detailParams"))
+    for name in dict.fromkeys([*params, *details]):
+        detail = _dict(details.get(name))
+        plugin = _plugin(params.get(name)) or _plugin(detail.get("value"))
+        if plugin is None:
             continue
         if plugin.get("privacyAgreement") != "Y":
             refused = True
             continue
-        secure = plugin.get("secureUrls")
-        if isinstance(secure, str):
-            urls.extend(split_list_form(secure))
-    seen: dict[str, None] = dict.fromkeys(urls)
-    return Photos(tuple(seen)[:10], refused)
+        found: list[str] = []
+        for source in (plugin.get("secureUrls"), detail.get("origin")):
+            if isinstance(source, str) and not found:
+                found = split_list_form(source)
+        urls.extend(found)
+    return urls, refused
+
+
+def _photos(user_request: dict[str, Any], action: dict[str, Any], utterance: str) -> Photos:
+    urls: list[str] = []
+    media = _dict(_dict(user_request.get("params")).get("media"))
+    if media.get("type") in {"image", "video"}:
+        if isinstance(media.get("url"), str) and media["url"].startswith("http"):
+            urls.append(media["url"])
+        elif utterance.strip().startswith("http"):
+            urls.append(utterance.strip())
+    secure, refused = _secure_images(action)
+    seen: dict[str, None] = dict.fromkeys([*urls, *secure])
+    return Photos(tuple(seen)[:MAX_IMAGES], refused, secure=bool(secure))
 
 
 def parse(body: bytes, received_at: float, request_id: str) -> tuple[Event, Photos]:
@@ -108,8 +131,10 @@ def parse(body: bytes, received_at: float, request_id: str) -> tuple[Event, Phot
     photos = _photos(user_request, action, utterance)
     trigger = _dict(_dict(data.get("flow")).get("trigger")).get("type")
     text = clean_text(utterance)
-    if photos.urls and text in photos.urls:
-        text = ""  # a photo sent straight into the chat: the utterance is its URL
+    if photos.urls and (text in photos.urls or photos.secure):
+        # A photo sent into the chat has its URL as the utterance; with the secure-image
+        # plugin the utterance is the block's trigger phrase. Neither is a caption.
+        text = ""
     event = Event(
         messenger=NAME,
         user=user.strip(),

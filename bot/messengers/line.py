@@ -1,0 +1,370 @@
+"""LINE Messaging API: the webhook, event parsing, rendering, reply and push.
+
+The only module that knows LINE's JSON. The webhook checks `X-Line-Signature` (base64
+HMAC-SHA256 of the raw body with the channel secret) before reading anything, drops redelivered
+events, and answers each message event. A reply token is single-use and lives about a minute:
+the answer goes through it while it is fresh and as a push message after that. LINE fetches
+images itself, so pictures go out as https URLs under PUBLIC_URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from flask import Blueprint, current_app, jsonify, request
+
+from bot import logs, metrics
+from bot.errors import BodyTooLarge, NotAMessengerRequest, Unauthorized, WebhookError
+from bot.events import Event, Outcome, Picture, Reply, Text
+from bot.messengers import push
+from bot.photos import PhotoError
+from bot.settings import Settings
+from bot.texts import detect_lang, help_quick_replies, say
+from bot.urlguard import FetchError, UrlGuard, UrlRefused
+from bot.webhook import refusal_reason
+
+NAME = "line"
+SIGNATURE_HEADER = "X-Line-Signature"
+MAX_MESSAGES = 5
+MAX_TEXT = 5000
+MAX_QUICK = 13
+MAX_LABEL = 20
+MAX_QUICK_TEXT = 300
+
+log = logging.getLogger(__name__)
+line_webhook = Blueprint("line", __name__)
+
+
+class LineError(Exception):
+    """The LINE API refused a call or could not be reached."""
+
+    def __init__(self, message: str, *, status: int | None, retryable: bool) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class Message:
+    """One webhook event we answer."""
+
+    event_id: str  # webhookEventId: the same on a redelivery
+    reply_token: str
+    event: Event
+    image_id: str | None = None  # message id of an image, fetched from the content API
+    unsupported: str | None = None  # the type of a message we cannot read
+    welcome: bool = False  # a follow event: the user added the bot
+
+
+# --- signature and parsing -------------------------------------------------------------------
+
+
+def signature(body: bytes, channel_secret: str) -> str:
+    """base64(HMAC-SHA256(body, channel secret)), as LINE computes it."""
+    digest = hmac.new(channel_secret.encode(), body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def check_signature(header: str | None, body: bytes, channel_secret: str) -> None:
+    """Constant-time check of X-Line-Signature."""
+    expected = signature(body, channel_secret).encode()
+    if not header or not hmac.compare_digest(header.encode(), expected):
+        raise Unauthorized("wrong signature")
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _chat(source: dict[str, Any]) -> str | None:
+    """Who we talk to: the user, or the group or room the message came from."""
+    for field in ("groupId", "roomId", "userId"):
+        value = source.get(field)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def parse(body: bytes, received_at: float) -> list[Message]:
+    """The message and follow events of a webhook body; other events are skipped."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise NotAMessengerRequest("body is not JSON") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("events"), list):
+        raise NotAMessengerRequest("no events")
+    found: list[Message] = []
+    for item in data["events"]:
+        item = _dict(item)
+        kind = item.get("type")
+        chat = _chat(_dict(item.get("source")))
+        token = item.get("replyToken")
+        event_id = item.get("webhookEventId")
+        if kind not in {"message", "follow"} or chat is None or not isinstance(token, str):
+            continue
+        message = _dict(item.get("message"))
+        mtype = message.get("type") if kind == "message" else None
+        text = message.get("text", "") if mtype == "text" else ""
+        text = text.strip() if isinstance(text, str) else ""
+        request_id = uuid.uuid4().hex
+        event = Event(
+            messenger=NAME,
+            user=chat,
+            text=text,
+            received_at=received_at,
+            request_id=request_id,
+            callback_url=token,  # the reply handle; the push target is the user (chat) id
+            trigger=str(mtype or kind),
+            lang=detect_lang(text),
+        )
+        image_id = message.get("id") if mtype in {"image", "video"} else None
+        found.append(
+            Message(
+                event_id=event_id if isinstance(event_id, str) and event_id else request_id,
+                reply_token=token,
+                event=event,
+                image_id=str(image_id) if image_id is not None else None,
+                unsupported=None if mtype in {"text", "image", "video", None} else str(mtype),
+                welcome=kind == "follow",
+            )
+        )
+    return found
+
+
+# --- rendering and the API -------------------------------------------------------------------
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def render(reply: Reply) -> list[dict[str, Any]]:
+    """LINE message objects (at most 5); quick replies go on the last one."""
+    messages: list[dict[str, Any]] = []
+    for part in reply.parts:
+        if isinstance(part, Picture):
+            messages.append(
+                {"type": "image", "originalContentUrl": part.url, "previewImageUrl": part.url}
+            )
+        elif part.text:
+            messages.append({"type": "text", "text": _clip(part.text, MAX_TEXT)})
+    while len(messages) > MAX_MESSAGES:
+        texts = [i for i, m in enumerate(messages) if m["type"] == "text"]
+        if len(texts) < 2:
+            messages = messages[:MAX_MESSAGES]
+            break
+        last = messages.pop(texts[-1])["text"]
+        messages[texts[-2]]["text"] = _clip(messages[texts[-2]]["text"] + "\n\n" + last, MAX_TEXT)
+    if not messages:
+        messages = [{"type": "text", "text": "…"}]
+    if reply.quick_replies:
+        messages[-1]["quickReply"] = {
+            "items": [
+                {
+                    "type": "action",
+                    "action": {
+                        "type": "message",
+                        "label": _clip(q.label, MAX_LABEL),
+                        "text": _clip(q.message, MAX_QUICK_TEXT),
+                    },
+                }
+                for q in reply.quick_replies[:MAX_QUICK]
+            ]
+        }
+    return messages
+
+
+class LineApi:
+    """Calls to the Messaging API and the content API through the URL guard (purpose `line`)."""
+
+    def __init__(self, guard: UrlGuard, settings: Settings) -> None:
+        self.guard = guard
+        self.api = settings.line_api_base.rstrip("/")
+        self.content = settings.line_content_base.rstrip("/")
+        self.token = settings.line_access_token
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", **(extra or {})}
+
+    def post(self, path: str, payload: dict[str, Any], retry_key: str | None = None) -> None:
+        """POST a JSON body to the Messaging API; raises LineError unless it answers 2xx."""
+        headers = self._headers({"Content-Type": "application/json"})
+        if retry_key:
+            headers["X-Line-Retry-Key"] = retry_key  # a retried push is delivered once
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        try:
+            response = self.guard.request(
+                "POST", self.api + path, "line", body=body, headers=headers
+            )
+        except UrlRefused as exc:
+            raise LineError(f"{path}: refused: {exc.reason}", status=None, retryable=False) from exc
+        except FetchError as exc:
+            raise LineError(f"{path}: {exc}", status=None, retryable=exc.retryable) from exc
+        if response.status == 409 and retry_key:
+            return  # LINE already accepted this retry key: the push went out
+        if not 200 <= response.status < 300:
+            detail = response.body[:200].decode("utf-8", "replace")
+            raise LineError(
+                f"{path}: {response.status} {detail}",
+                status=response.status,
+                retryable=response.status == 429 or response.status >= 500,
+            )
+
+    def content_bytes(self, message_id: str, max_bytes: int) -> bytes:
+        """The bytes of a photo or clip the user sent, by message id; PhotoError when they
+        cannot be had."""
+        url = f"{self.content}/v2/bot/message/{message_id}/content"
+        try:
+            response = self.guard.request(
+                "GET", url, "line", headers=self._headers(), max_bytes=max_bytes
+            )
+        except UrlRefused as exc:
+            raise PhotoError("photo_host", exc.reason) from exc
+        except FetchError as exc:
+            too_big = exc.status is not None and 200 <= exc.status < 300
+            raise PhotoError("photo_too_big" if too_big else "photo_unreachable", str(exc)) from exc
+        if response.status in {404, 410}:
+            raise PhotoError("photo_expired", f"content {response.status}")
+        if response.status != 200:  # 202: a video LINE is still preparing
+            raise PhotoError("photo_unreachable", f"content {response.status}")
+        return response.body
+
+
+def reply_or_push(
+    api: LineApi,
+    reply: Reply,
+    reply_token: str | None,
+    to: str,
+    received_at: float,
+    window_s: float,
+    retry_key: str,
+) -> str:
+    """Send through the reply token while it is fresh, else (or when refused) push.
+
+    Returns `reply` or `push` when sent, `error` when neither went out.
+    """
+    messages = render(reply)
+    if reply_token and time.time() - received_at < window_s:
+        try:
+            api.post("/v2/bot/message/reply", {"replyToken": reply_token, "messages": messages})
+            return "reply"
+        except LineError as exc:
+            # 400 is LINE's answer to a used or expired token; the push still reaches the user.
+            log.info("reply token not used", extra={"error": str(exc)})
+    for attempt in range(3):
+        try:
+            api.post("/v2/bot/message/push", {"to": to, "messages": messages}, _uuid(retry_key))
+            return "push"
+        except LineError as exc:
+            log.warning("line push failed", extra={"error": str(exc), "attempt": attempt + 1})
+            if not exc.retryable:
+                break
+            time.sleep(0.5 * (attempt + 1))
+    return "error"
+
+
+def loading(api: LineApi, chat: str, seconds: int = 20) -> None:
+    """Show the loading animation in a one-to-one chat while the answer is made."""
+    if not chat.startswith("U"):
+        return  # LINE shows it in one-to-one chats only
+    try:
+        api.post("/v2/bot/chat/loading/start", {"chatId": chat, "loadingSeconds": seconds})
+    except LineError as exc:
+        log.info("loading animation not shown", extra={"error": str(exc)})
+
+
+def _uuid(text: str) -> str:
+    """LINE wants the retry key as a hyphenated UUID; our request ids are 32 hex digits."""
+    try:
+        return str(uuid.UUID(hex=text))
+    except ValueError:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, text))
+
+
+# --- the webhook -----------------------------------------------------------------------------
+
+
+@line_webhook.post("/line/webhook")
+def webhook() -> Any:
+    """LINE webhook: verify the signature, then answer every new message event."""
+    received_at = time.time()
+    app = current_app.extensions["koalatalk"]
+    settings: Settings = app.settings
+    if not settings.line_channel_secret:
+        return jsonify({"error": "NotFound", "detail": "LINE is not configured"}), 404
+    try:
+        if request.content_length is not None and request.content_length > settings.max_body_bytes:
+            raise BodyTooLarge("body over the cap")
+        body = request.get_data(cache=False)
+        check_signature(request.headers.get(SIGNATURE_HEADER), body, settings.line_channel_secret)
+        messages = parse(body, received_at)
+    except WebhookError as exc:
+        metrics.refused(app.redis, refusal_reason(exc))
+        log.info("refused line request", extra={"why": str(exc)})
+        return jsonify({"error": type(exc).__name__, "detail": str(exc)}), exc.status
+    for message in messages:
+        with logs.context(message.event.request_id):
+            try:
+                if not push.first_delivery(app.redis, NAME, message.event_id):
+                    metrics.refused(app.redis, "duplicate")
+                    log.info("redelivered event ignored")
+                    continue
+                metrics.inc(app.redis, "requests", messenger=NAME)
+                answer(message)
+            except redis.RedisError as exc:
+                push.forget_delivery(app.redis, NAME, message.event_id)
+                log.error("redis unavailable", extra={"error": type(exc).__name__})
+                return jsonify({"error": "Unavailable"}), 503
+    return jsonify({})
+
+
+def answer(message: Message) -> None:
+    """Answer one event: at once through the reply token, or leave the token to the worker."""
+    event = message.event
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    ctx = app.extensions["koalatalk"]
+    api = LineApi(push.web_guard(app), ctx.settings)
+    if message.unsupported is not None:
+        metrics.refused(ctx.redis, "unsupported")
+        outcome = Outcome(reply=Reply((Text(say("unsupported", event.lang)),)))
+    elif message.welcome:
+        welcome = Reply((Text(say("welcome", event.lang)),), help_quick_replies(event.lang))
+        outcome = Outcome(reply=welcome)
+    elif message.image_id is not None:
+        image_id = message.image_id
+        outcome = push.photo_outcome(
+            app, event, lambda max_bytes: api.content_bytes(image_id, max_bytes)
+        )
+    else:
+        outcome = push.push_core(app).handle(event)
+    deliver_outcome(api, ctx, message, outcome)
+
+
+def deliver_outcome(api: LineApi, ctx: Any, message: Message, outcome: Outcome) -> None:
+    """Send what the core answered now; an acknowledgement shows the loading animation."""
+    event = message.event
+    if outcome.ack is not None:
+        loading(api, event.user)  # the reply token stays unused: the worker answers with it
+        return
+    assert outcome.reply is not None
+    how = reply_or_push(
+        api,
+        outcome.reply,
+        message.reply_token,
+        event.user,
+        event.received_at,
+        ctx.settings.line_reply_window_s,
+        event.request_id,
+    )
+    metrics.inc(ctx.redis, "deliveries", messenger=NAME, how=how)
+    if how == "error" and outcome.reply.kind == "result":
+        ctx.core.sessions.keep(NAME, event.user, outcome.reply)

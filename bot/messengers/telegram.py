@@ -1,0 +1,427 @@
+"""Telegram Bot API: the webhook, update parsing, rendering and sending.
+
+The only module that knows Telegram's JSON. The webhook checks the secret token, drops updates it
+has seen (Telegram redelivers), turns a message into a neutral Event and acknowledges at once;
+slow answers are sent by the worker through the Bot API (`send`). Pictures are uploaded as bytes
+(multipart), so Telegram never needs to reach our /media URLs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from flask import Blueprint, current_app, jsonify, request
+from urllib3 import encode_multipart_formdata
+
+from bot import logs, metrics
+from bot.errors import NotAMessengerRequest, Unauthorized, WebhookError
+from bot.events import Event, Outcome, Picture, Reply, Text
+from bot.messengers import push
+from bot.photos import PhotoError
+from bot.settings import Settings
+from bot.texts import detect_lang, say
+from bot.urlguard import FetchError, UrlGuard, UrlRefused
+from bot.webhook import read_json_body, refusal_reason
+
+NAME = "telegram"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+MAX_TEXT = 4096
+MAX_CAPTION = 1024
+MAX_BUTTON = 64
+# Message kinds we answer with "text and photos only" rather than silence.
+UNSUPPORTED = (
+    "sticker",
+    "location",
+    "venue",
+    "document",
+    "video",
+    "video_note",
+    "voice",
+    "audio",
+    "animation",
+    "contact",
+    "poll",
+    "dice",
+    "game",
+    "story",
+)
+
+log = logging.getLogger(__name__)
+telegram_webhook = Blueprint("telegram", __name__)
+
+
+class TelegramError(Exception):
+    """The Bot API refused a call or could not be reached."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Update:
+    """A parsed update: the event to answer, or why there is none."""
+
+    update_id: int
+    chat_id: str = ""
+    event: Event | None = None  # None: an update we do not answer (edits, channel posts, ...)
+    photo_file_id: str | None = None  # the largest size of a photo (or an image sent as a file)
+    unsupported: str | None = None  # the kind of a message we cannot read
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _lang(text: str, language_code: Any) -> str:
+    """The user's language: from the words when there are any, else from the Telegram client."""
+    if text and not text.startswith("/"):
+        return detect_lang(text)
+    code = language_code if isinstance(language_code, str) else ""
+    return "en" if code and not code.lower().startswith("ko") else "ko"
+
+
+def _command(text: str) -> str:
+    """`/start@KoalaTalkBot payload` -> `/start` (the bot's name in group chats is dropped)."""
+    if not text.startswith("/"):
+        return text
+    head, _, rest = text.partition(" ")
+    head = head.split("@", 1)[0]
+    return head if head in {"/start", "/help"} else f"{head} {rest}".strip()
+
+
+def _media_file_id(message: dict[str, Any]) -> str | None:
+    """The file of a photo (its largest size), an image or clip sent as a file, or a video."""
+    sizes = message.get("photo")
+    if isinstance(sizes, list) and sizes:
+        largest = max(
+            (s for s in sizes if isinstance(s, dict) and isinstance(s.get("file_id"), str)),
+            key=lambda s: (s.get("width", 0) or 0) * (s.get("height", 0) or 0),
+            default=None,
+        )
+        return largest["file_id"] if largest else None
+    for kind in ("video", "animation", "video_note"):
+        file_id = _dict(message.get(kind)).get("file_id")
+        if isinstance(file_id, str):
+            return file_id  # a clip: bot/photos.py tells it from a photo by its bytes
+    document = _dict(message.get("document"))
+    mime = document.get("mime_type")
+    file_id = document.get("file_id")
+    if isinstance(mime, str) and mime.startswith(("image/", "video/")) and isinstance(file_id, str):
+        return file_id  # sent "as a file", uncompressed: still a photo or a clip
+    return None
+
+
+def parse(body: bytes, received_at: float, request_id: str) -> Update:
+    """Parse a webhook update; NotAMessengerRequest when it is not one."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise NotAMessengerRequest("body is not JSON") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
+        raise NotAMessengerRequest("no update_id")
+    update_id = data["update_id"]
+    message = _dict(data.get("message"))
+    chat = _dict(message.get("chat"))
+    chat_id = chat.get("id")
+    if not message or not isinstance(chat_id, int | str) or isinstance(chat_id, bool):
+        return Update(update_id)  # edited messages, channel posts, callback queries, ...
+    sender = _dict(message.get("from"))
+    raw_text: str | None = message["text"] if isinstance(message.get("text"), str) else None
+    caption: str = message["caption"] if isinstance(message.get("caption"), str) else ""
+    photo = _media_file_id(message)
+    text = _command((raw_text if raw_text is not None else caption).strip())
+    unsupported = None
+    if raw_text is None and photo is None:
+        unsupported = next((kind for kind in UNSUPPORTED if kind in message), "other")
+    event = Event(
+        messenger=NAME,
+        # The chat is the conversation: in a group, its members share one session.
+        user=str(chat_id),
+        text=text,
+        received_at=received_at,
+        request_id=request_id,
+        callback_url=str(chat_id),  # the reply handle: where the worker sends the answer
+        trigger="photo" if photo else ("text" if raw_text is not None else unsupported or ""),
+        lang=_lang(text, sender.get("language_code")),
+    )
+    return Update(update_id, str(chat_id), event, photo, unsupported)
+
+
+# --- the Bot API -----------------------------------------------------------------------------
+
+
+def _keyboard(reply: Reply) -> dict[str, Any] | None:
+    """Quick replies as a one-time reply keyboard: a tap sends the text, as in KakaoTalk."""
+    if not reply.quick_replies:
+        return None
+    rows = [[{"text": q.message[:MAX_BUTTON]}] for q in reply.quick_replies[:10]]
+    return {"keyboard": rows, "one_time_keyboard": True, "resize_keyboard": True}
+
+
+def render(reply: Reply) -> list[tuple[str, dict[str, Any]]]:
+    """The Bot API calls for a reply, in order: (method, params).
+
+    A picture followed by a text becomes one photo with that text as its caption; the quick
+    replies go on the last call. `sendPhoto` params hold the Picture under `photo`.
+    """
+    calls: list[tuple[str, dict[str, Any]]] = []
+    parts = list(reply.parts)
+    while parts:
+        part = parts.pop(0)
+        if isinstance(part, Picture):
+            params: dict[str, Any] = {"photo": part}
+            following = parts[0] if parts else None
+            if isinstance(following, Text) and len(following.text) <= MAX_CAPTION:
+                params["caption"] = following.text
+                parts.pop(0)
+            calls.append(("sendPhoto", params))
+        elif part.text:
+            # Consecutive bubbles become one message (Kakao needs bubbles, Telegram does not).
+            text = part.text
+            while parts and isinstance(nxt := parts[0], Text) and len(text + nxt.text) < MAX_TEXT:
+                text += "\n\n" + nxt.text
+                parts.pop(0)
+            for start in range(0, len(text), MAX_TEXT):
+                calls.append(("sendMessage", {"text": text[start : start + MAX_TEXT]}))
+    if not calls:
+        calls.append(("sendMessage", {"text": "…"}))
+    keyboard = _keyboard(reply)
+    if keyboard is not None:
+        calls[-1][1]["reply_markup"] = keyboard
+    return calls
+
+
+class BotApi:
+    """Calls to the Bot API through the URL guard (purpose `telegram`)."""
+
+    def __init__(self, guard: UrlGuard, settings: Settings) -> None:
+        self.guard = guard
+        self.base = settings.telegram_api_base.rstrip("/")
+        self.token = settings.telegram_token
+
+    def _url(self, method: str) -> str:
+        return f"{self.base}/bot{self.token}/{method}"
+
+    def call(self, method: str, params: dict[str, Any]) -> Any:
+        """A JSON call; returns `result`, raises TelegramError."""
+        body = json.dumps(params, ensure_ascii=False).encode()
+        return self._send(method, body, "application/json")
+
+    def upload(self, method: str, params: dict[str, Any], field: str, data: bytes) -> Any:
+        """A multipart call carrying one JPEG under `field`."""
+        fields: dict[str, Any] = {
+            k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+            for k, v in params.items()
+        }
+        fields[field] = ("picture.jpg", data, "image/jpeg")
+        body, content_type = encode_multipart_formdata(fields)
+        return self._send(method, body, content_type)
+
+    def _send(self, method: str, body: bytes, content_type: str) -> Any:
+        try:
+            response = self.guard.request(
+                "POST",
+                self._url(method),
+                "telegram",
+                body=body,
+                headers={"Content-Type": content_type, "Accept": "application/json"},
+            )
+        except UrlRefused as exc:
+            raise TelegramError(f"{method}: refused: {exc.reason}", retryable=False) from exc
+        except FetchError as exc:
+            raise TelegramError(f"{method}: {exc}", retryable=exc.retryable) from exc
+        try:
+            data = json.loads(response.body)
+        except (ValueError, UnicodeDecodeError):
+            data = {}
+        if response.status == 200 and _dict(data).get("ok") is True:
+            return data.get("result")
+        description = str(_dict(data).get("description", ""))[:200]
+        retry_after = _dict(_dict(data).get("parameters")).get("retry_after", 0)
+        raise TelegramError(
+            f"{method}: {response.status} {description}",
+            retryable=response.status == 429 or response.status >= 500,
+            retry_after=float(retry_after) if isinstance(retry_after, int | float) else 0.0,
+        )
+
+    def download(self, file_id: str, max_bytes: int) -> bytes:
+        """A file's bytes by its file_id (getFile, then the file URL); PhotoError when it
+        cannot be had."""
+        try:
+            found = _dict(self.call("getFile", {"file_id": file_id}))
+        except TelegramError as exc:
+            key = "photo_too_big" if "too big" in str(exc) else "photo_unreachable"
+            raise PhotoError(key, str(exc)) from exc
+        path = found.get("file_path")
+        if not isinstance(path, str) or not path:
+            raise PhotoError("photo_unreachable", "getFile gave no file_path")
+        size = found.get("file_size")
+        if isinstance(size, int) and size > max_bytes:
+            raise PhotoError("photo_too_big", f"{size} bytes")
+        try:
+            return self.guard.get(
+                f"{self.base}/file/bot{self.token}/{path}", "telegram", max_bytes=max_bytes
+            ).body
+        except UrlRefused as exc:
+            raise PhotoError("photo_host", exc.reason) from exc
+        except FetchError as exc:
+            too_big = exc.status is not None and 200 <= exc.status < 300
+            raise PhotoError("photo_too_big" if too_big else "photo_unreachable", str(exc)) from exc
+
+
+def send(api: BotApi, settings: Settings, store: Any, chat_id: str, reply: Reply) -> str:
+    """Send a reply to a chat; returns SUCCESS, or FAIL (refused for good) or error."""
+    for method, params in render(reply):
+        params = {"chat_id": chat_id, **params}
+        try:
+            _call_with_retry(api, settings, store, method, params)
+        except TelegramError as exc:
+            log.warning("telegram send failed", extra={"method": method, "error": str(exc)})
+            return "error" if exc.retryable else "FAIL"
+    return "SUCCESS"
+
+
+def _call_with_retry(
+    api: BotApi, settings: Settings, store: Any, method: str, params: dict[str, Any]
+) -> None:
+    for attempt in range(3):
+        try:
+            if method == "sendPhoto":
+                picture: Picture = params.pop("photo")
+                data = push.picture_bytes(settings, store, picture.url)
+                if data is not None:
+                    api.upload(method, params, "photo", data)
+                else:  # not ours (or expired here): let Telegram fetch the public URL
+                    api.call(method, {**params, "photo": picture.url})
+                return
+            api.call(method, params)
+            return
+        except TelegramError as exc:
+            if not exc.retryable or attempt == 2:
+                raise
+            if method == "sendPhoto":
+                params["photo"] = picture
+            time.sleep(min(max(exc.retry_after, 0.5 * (attempt + 1)), 5.0))
+
+
+def chat_action(api: BotApi, chat_id: str, action: str) -> None:
+    """Show `typing` or `upload_photo` in the chat (Telegram shows it for about 5 seconds)."""
+    try:
+        api.call("sendChatAction", {"chat_id": chat_id, "action": action})
+    except TelegramError as exc:
+        log.info("chat action not shown", extra={"error": str(exc)})
+
+
+def set_webhook(api: BotApi, url: str, secret: str) -> Any:
+    """Register our webhook URL and its secret token with Telegram."""
+    params: dict[str, Any] = {"url": url, "allowed_updates": ["message"]}
+    if secret:
+        params["secret_token"] = secret
+    return api.call("setWebhook", params)
+
+
+# --- the webhook -----------------------------------------------------------------------------
+
+
+def check_secret(header: str | None, secret: str, development: bool) -> None:
+    """Constant-time check of the secret token set with setWebhook."""
+    if not secret:
+        if development:
+            return
+        raise Unauthorized("no Telegram secret configured")
+    if header is None or not hmac.compare_digest(header.encode(), secret.encode()):
+        raise Unauthorized("wrong secret token")
+
+
+@telegram_webhook.post("/telegram/webhook")
+def webhook() -> Any:
+    """Telegram update: verify, deduplicate, answer at once; slow answers come from the worker."""
+    received_at = time.time()
+    request_id = uuid.uuid4().hex
+    app = current_app.extensions["koalatalk"]
+    settings: Settings = app.settings
+    if not settings.telegram_token:
+        return jsonify({"error": "NotFound", "detail": "Telegram is not configured"}), 404
+    with logs.context(request_id):
+        try:
+            check_secret(
+                request.headers.get(SECRET_HEADER), settings.telegram_secret, settings.development
+            )
+            update = parse(read_json_body(settings.max_body_bytes), received_at, request_id)
+        except WebhookError as exc:
+            metrics.refused(app.redis, refusal_reason(exc))
+            log.info("refused telegram request", extra={"why": str(exc)})
+            return jsonify({"error": type(exc).__name__, "detail": str(exc)}), exc.status
+        key = str(update.update_id)
+        try:
+            if not push.first_delivery(app.redis, NAME, key):
+                metrics.refused(app.redis, "duplicate")
+                log.info("duplicate update ignored", extra={"update_id": update.update_id})
+                return jsonify({"ok": True, "duplicate": True})
+            metrics.inc(app.redis, "requests", messenger=NAME)
+            if update.event is not None:
+                answer(update)
+        except redis.RedisError as exc:
+            # Telegram retries a failed delivery: let that retry through, nothing is lost.
+            push.forget_delivery(app.redis, NAME, key)
+            log.error("redis unavailable", extra={"error": type(exc).__name__})
+            return jsonify({"error": "Unavailable"}), 503
+        return jsonify({"ok": True})
+
+
+def answer(update: Update) -> None:
+    """Answer one message: now when the core has the answer, else a chat action."""
+    assert update.event is not None
+    event = update.event
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    ctx = app.extensions["koalatalk"]
+    api = BotApi(push.web_guard(app), ctx.settings)
+    if update.unsupported is not None:
+        metrics.refused(ctx.redis, "unsupported")
+        send(api, ctx.settings, ctx.store, update.chat_id, _text(say("unsupported", event.lang)))
+        return
+    if update.photo_file_id is not None:
+        chat_action(api, update.chat_id, "typing")
+        outcome = photo_outcome(app, update)
+    else:
+        outcome = push.push_core(app).handle(event)
+    deliver_outcome(api, ctx, update.chat_id, event, outcome)
+
+
+def photo_outcome(app: Any, update: Update) -> Outcome:
+    """A photo or clip, its caption a question: fetched now, then the photo conversation."""
+    assert update.event is not None and update.photo_file_id is not None
+    file_id = update.photo_file_id
+    api = BotApi(push.web_guard(app), app.extensions["koalatalk"].settings)
+    return push.photo_outcome(app, update.event, lambda cap: api.download(file_id, cap))
+
+
+def deliver_outcome(api: BotApi, ctx: Any, chat_id: str, event: Event, outcome: Outcome) -> None:
+    """Send what the core answered now; an acknowledgement shows a chat action and its text."""
+    if outcome.ack is not None:
+        # A question about a photo is typed; anything else is a picture on its way.
+        asking = ctx.core.conversations.current(NAME, event.user) is not None
+        chat_action(api, chat_id, "typing" if asking else "upload_photo")
+        send(api, ctx.settings, ctx.store, chat_id, _text(outcome.ack.text))
+        return
+    assert outcome.reply is not None
+    status = send(api, ctx.settings, ctx.store, chat_id, outcome.reply)
+    metrics.inc(ctx.redis, "deliveries", messenger=NAME, how="direct")
+    if status != "SUCCESS" and outcome.reply.kind == "result":
+        ctx.core.sessions.keep(NAME, event.user, outcome.reply)  # never lose a picture
+
+
+def _text(text: str) -> Reply:
+    return Reply((Text(text),))

@@ -1,0 +1,233 @@
+"""Honest admission, fairness and operator controls, through the real webhook and workers."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import redis
+from rq import Queue
+from rq.registry import CanceledJobRegistry
+from rq.serializers import JSONSerializer
+
+from bot import admission, keys
+from tests.conftest import LOG_DIR, stop_process
+from tests.support import (
+    kakao_payload,
+    new_user,
+    redis_db,
+    start_worker,
+    wait_ready,
+    wait_until,
+    worker_env,
+)
+
+
+def post(client: Any, user: str, text: str, callback: str | None = None) -> dict[str, Any]:
+    response = client.post("/kakao/skill", json=kakao_payload(user, text, callback))
+    assert response.status_code == 200
+    return response.get_json()
+
+
+def text_of(body: dict[str, Any]) -> str:
+    if "useCallback" in body:
+        return body["data"]["text"]
+    return "\n".join(
+        o["simpleText"]["text"] for o in body["template"]["outputs"] if "simpleText" in o
+    )
+
+
+def has_picture(body: dict[str, Any]) -> bool:
+    return "template" in body and any("simpleImage" in o for o in body["template"]["outputs"])
+
+
+def queued(r: redis.Redis) -> int:
+    return Queue("text2image", connection=r, serializer=JSONSerializer).count
+
+
+@pytest.fixture(scope="module")
+def slow(redis_url: str, stack: Any) -> Any:
+    """A private worker on database 7 that sleeps 1.5 s before each job, so jobs queue up."""
+    url = redis_db(redis_url, 7)
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    env = worker_env({}, **{**stack["settings"], "redis_url": url, "debug_job_delay_s": "1.5"})
+    log_path = LOG_DIR / "worker-admission.log"
+    proc = start_worker(env, log_path=log_path)
+    try:
+        wait_ready(r, proc, log_path=log_path)
+        yield {"url": url, "redis": r}
+    finally:
+        stop_process(proc)
+        r.flushdb()
+        r.close()
+
+
+def test_refuses_at_once_when_the_estimate_misses_the_deadline(
+    make_app: Any, stack: Any, callback_server: Any
+) -> None:
+    r = stack["redis"]
+    field = admission.service_field("text2image", "tiny")
+    before = r.hget(keys.SERVICE_TIMES, field)
+    # What workers would have measured on a model far slower than the callback's minute.
+    r.hset(keys.SERVICE_TIMES, field, "120")
+    try:
+        client = make_app(sync_wait_s=0.0).test_client()
+        user = new_user()
+        depth = queued(r)
+        body = post(client, user, "아주 느린 서버", callback_server.url("slow" + user))
+        assert "useCallback" not in body
+        assert "다시 보내 주세요" in text_of(body)
+        assert queued(r) == depth
+        assert r.get(keys.slot("kakao", user)) is None
+        assert r.get(admission.quota_key("kakao", user)) is None, "a refusal counts nothing"
+    finally:
+        if before is None:
+            r.hdel(keys.SERVICE_TIMES, field)
+        else:
+            r.hset(keys.SERVICE_TIMES, field, before)
+
+
+def test_waiting_message_states_the_expected_seconds(make_app: Any, callback_server: Any) -> None:
+    client = make_app(sync_wait_s=0.0).test_client()
+    user = new_user()
+    body = post(client, user, "기다리는 동안", callback_server.url("wait" + user))
+    assert body["useCallback"] is True
+    assert "초" in body["data"]["text"]
+    assert callback_server.wait_for("wait" + user)
+
+
+def test_no_live_worker_says_so_at_once(make_app: Any, redis_url: str) -> None:
+    url = redis_db(redis_url, 8)
+    client = make_app(redis_url=url, sync_wait_s=0.0).test_client()
+    body = post(client, new_user(), "아무도 없는 서버")
+    assert "쉬고 있어요" in text_of(body)
+    assert queued(redis.Redis.from_url(url)) == 0
+
+
+def test_rate_limit_over_a_sliding_window(make_app: Any, stack: Any) -> None:
+    r = stack["redis"]
+    client = make_app(sync_wait_s=0.0, rate_limit=2, rate_window_s=60).test_client()
+    user = new_user()
+    for prompt in ("첫째 그림", "둘째 그림"):
+        assert "아직 그리는 중" in text_of(post(client, user, prompt))
+        assert wait_until(lambda: r.get(keys.slot("kakao", user)) is None, timeout=30)
+        r.delete(keys.kept("kakao", user))
+    refused = post(client, user, "셋째 그림")
+    assert "천천히" in text_of(refused)
+    assert r.get(keys.slot("kakao", user)) is None
+
+
+def test_identical_requests_within_the_window_become_one_job(
+    make_app: Any, callback_server: Any
+) -> None:
+    client = make_app(sync_wait_s=0.0).test_client()
+    user = new_user()
+    first = post(client, user, "두 번 누른 요청", callback_server.url("dup1" + user))
+    second = post(client, user, "두 번 누른 요청", callback_server.url("dup2" + user))
+    assert first["useCallback"] is True
+    assert "방금 받았어요" in text_of(second)
+    assert callback_server.wait_for("dup1" + user)
+    time.sleep(1.5)
+    assert not [c for c in callback_server.calls if c.token == "dup2" + user]
+
+
+def test_cancel_a_queued_job_and_drop_a_running_one(make_app: Any, slow: Any) -> None:
+    r = slow["redis"]
+    client = make_app(redis_url=slow["url"], sync_wait_s=0.0).test_client()
+    runner, waiter = new_user(), new_user()
+    post(client, runner, "먼저 그리는 그림")
+    assert wait_until(
+        lambda: (
+            r.get(keys.running(keys.as_text(r.get(keys.slot("kakao", runner)) or b"-"))) is not None
+        )
+    )
+    post(client, waiter, "줄 서 있는 그림")
+    waiting_job = keys.as_text(r.get(keys.slot("kakao", waiter)))
+    assert "취소했어요" in text_of(post(client, waiter, "취소"))
+    assert r.get(keys.slot("kakao", waiter)) is None
+    registry = CanceledJobRegistry("text2image", connection=r, serializer=JSONSerializer)
+    assert waiting_job in registry.get_job_ids()
+    assert "결과를 보내지 않을게요" in text_of(post(client, runner, "취소"))
+    assert r.get(keys.slot("kakao", runner)) is None
+    time.sleep(2.5)  # the running job finishes; its result must go nowhere
+    assert r.llen(keys.kept("kakao", runner)) == 0
+    assert r.llen(keys.kept("kakao", waiter)) == 0
+    assert "취소할 요청이 없어요" in text_of(post(client, waiter, "취소"))
+
+
+def test_operator_jobs_go_to_the_front(make_app: Any, slow: Any) -> None:
+    r = slow["redis"]
+    operator = new_user()
+    client = make_app(redis_url=slow["url"], sync_wait_s=0.0, operators=(operator,)).test_client()
+    users = [new_user() for _ in range(3)]
+    for user in users:
+        post(client, user, f"보통 요청 {user[:6]}")
+    post(client, operator, "운영자 요청")
+    op_job = keys.as_text(r.get(keys.slot("kakao", operator)))
+    ids = Queue("text2image", connection=r, serializer=JSONSerializer).get_job_ids()
+    assert ids and ids[0] == op_job
+
+
+def test_maintenance_and_block_list_by_admin_command(make_app: Any, stack: Any) -> None:
+    r = stack["redis"]
+    operator, user = new_user(), new_user()
+    client = make_app(sync_wait_s=0.0, operators=(operator,)).test_client()
+    try:
+        assert "점검을 시작했어요" in text_of(post(client, operator, "/점검 오후 3시까지 쉬어요"))
+        time.sleep(1.1)  # web processes read operator state with a one-second cache
+        depth = queued(r)
+        assert "오후 3시까지 쉬어요" in text_of(post(client, user, "점검 중 요청"))
+        assert queued(r) == depth
+        assert "점검을 끝냈어요" in text_of(post(client, operator, "/점검 끝"))
+        assert "차단했어요" in text_of(post(client, operator, f"/차단 {user}"))
+        assert "이용할 수 없어요" in text_of(post(client, user, "차단된 요청"))
+        assert "풀었어요" in text_of(post(client, operator, f"/차단 해제 {user}"))
+        assert "이용할 수 없어요" not in text_of(post(client, user, "풀린 요청"))
+    finally:
+        r.delete(keys.MAINTENANCE)
+        r.srem(keys.BLOCKED, f"kakao:{user}")
+
+
+def test_a_non_operator_cannot_run_admin_commands(make_app: Any, stack: Any) -> None:
+    client = make_app(sync_wait_s=0.0).test_client()
+    post(client, new_user(), "/점검 모두 멈춰")
+    assert stack["redis"].get(keys.MAINTENANCE) is None
+
+
+def test_maintenance_and_block_list_by_settings(make_app: Any) -> None:
+    blocked = new_user()
+    client = make_app(sync_wait_s=0.0, maintenance="점검 중이에요").test_client()
+    assert "점검 중이에요" in text_of(post(client, new_user(), "요청"))
+    client = make_app(sync_wait_s=0.0, blocked_users=(f"kakao:{blocked}",)).test_client()
+    assert "이용할 수 없어요" in text_of(post(client, blocked, "요청"))
+
+
+def test_daily_quota_and_refund_on_failure(make_app: Any, stack: Any, callback_server: Any) -> None:
+    from bot.events import Event
+    from workers.job import Request
+
+    r = stack["redis"]
+    user = new_user()
+    app = make_app(sync_wait_s=0.0, daily_quota=1)
+    client = app.test_client()
+    # A job that fails in the worker gives its quota back.
+    core = app.extensions["koalatalk"].core
+    event = Event(
+        messenger="kakao",
+        user=user,
+        text="망가진 요청",
+        received_at=time.time(),
+        request_id="quota" + user[:20],
+        callback_url=None,
+        lang="ko",
+    )
+    core.submit(event, Request(prompt="망가진 요청", width=30, height=30, seed=1))
+    assert wait_until(lambda: r.get(keys.slot("kakao", user)) is None)
+    assert wait_until(lambda: int(r.get(admission.quota_key("kakao", user)) or 0) == 0)
+    r.delete(keys.kept("kakao", user))
+    assert "아직 그리는 중" in text_of(post(client, user, "오늘의 그림"))
+    assert wait_until(lambda: r.get(keys.slot("kakao", user)) is None, timeout=30)
+    r.delete(keys.kept("kakao", user))
+    assert "내일 다시 만나요" in text_of(post(client, user, "하나 더"))

@@ -1,0 +1,168 @@
+"""Dynamic batching and several workers on one Redis, with real worker processes."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Any
+
+import pytest
+import redis
+from PIL import Image, ImageChops, ImageStat
+from rq.job import Job as RqJob
+from rq.registry import FailedJobRegistry, FinishedJobRegistry
+from rq.serializers import JSONSerializer
+
+from bot import keys
+from bot.events import Event, Reply
+from bot.media import LocalImageStore
+from tests.conftest import LOG_DIR, RUN_DIR, stop_process
+from tests.support import new_user, redis_db, start_worker, wait_ready, wait_until, worker_env
+from workers.job import Request
+
+
+@pytest.fixture(scope="module")
+def batching(redis_url: str, stack: Any) -> Any:
+    """A private worker on database 9 that gathers up to 4 jobs for 400 ms."""
+    url = redis_db(redis_url, 9)
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    env = worker_env(
+        {}, **{**stack["settings"], "redis_url": url, "max_batch": "4", "batch_wait_ms": "400"}
+    )
+    log_path = LOG_DIR / "worker-batching.log"
+    proc = start_worker(env, log_path=log_path)
+    try:
+        wait_ready(r, proc, log_path=log_path)
+        yield {"url": url, "redis": r, "log": log_path}
+    finally:
+        stop_process(proc)
+        r.flushdb()
+        r.close()
+
+
+def submit_many(core: Any, requests: list[tuple[str, Request]]) -> list[str]:
+    """Queue one job per (user, request) through the real admission and enqueue path."""
+    ids = []
+    for user, request in requests:
+        rid = "b" + new_user()[:24]
+        event = Event(
+            messenger="kakao",
+            user=user,
+            text=request.prompt,
+            received_at=time.time(),
+            request_id=rid,
+            lang="en",
+        )
+        outcome = core.submit(event, request)
+        assert outcome.reply is not None and outcome.reply.kind != "busy", outcome
+        ids.append(rid)
+    return ids
+
+
+def kept_picture(r: redis.Redis, store: LocalImageStore, user: str) -> Image.Image:
+    raw = r.lindex(keys.kept("kakao", user), 0)
+    assert raw is not None
+    reply = Reply.from_dict(json.loads(raw))
+    url = next(p.url for p in reply.parts if hasattr(p, "url"))
+    data = store.get(url.rsplit("/", 1)[-1].removesuffix(".jpg"))
+    assert data is not None
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def mean_difference(a: Image.Image, b: Image.Image) -> float:
+    return sum(ImageStat.Stat(ImageChops.difference(a, b)).mean) / 3
+
+
+def test_compatible_jobs_are_drawn_together_and_each_user_gets_their_seed(
+    make_app: Any, batching: Any, stack: Any
+) -> None:
+    from models.text2image import TextToImage
+    from workers.imaging import to_jpeg
+
+    r = batching["redis"]
+    core = make_app(redis_url=batching["url"], sync_wait_s=0.0).extensions["koalatalk"].core
+    users = [new_user() for _ in range(4)]
+    prompts = ["a red koala", "a blue whale", "a green frog", "a yellow bird"]
+    ids = submit_many(
+        core,
+        [
+            (u, Request(prompt=p, seed=100 + i, language="en"))
+            for i, (u, p) in enumerate(zip(users, prompts, strict=True))
+        ],
+    )
+    finished = FinishedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
+    assert wait_until(lambda: set(ids) <= set(finished.get_job_ids()), timeout=60)
+    results = [RqJob.fetch(i, connection=r, serializer=JSONSerializer).return_value() for i in ids]
+    assert sum("batch_share_s" in res for res in results) >= 2, results
+    store = LocalImageStore(RUN_DIR / "media", 3600)
+    model = TextToImage.load("tiny", "cpu")
+    pictures = [kept_picture(r, store, u) for u in users]
+    for i, (prompt, picture) in enumerate(zip(prompts, pictures, strict=True)):
+        alone = model.generate([prompt], [100 + i])[0]
+        reference = Image.open(io.BytesIO(to_jpeg(alone))).convert("RGB")
+        assert mean_difference(picture, reference) < 2.0, f"seed {100 + i} not respected"
+    assert mean_difference(pictures[0], pictures[1]) > 2.0, "users got the same picture"
+
+
+def test_one_bad_item_does_not_lose_the_others(make_app: Any, batching: Any) -> None:
+    r = batching["redis"]
+    core = make_app(redis_url=batching["url"], sync_wait_s=0.0).extensions["koalatalk"].core
+    users = [new_user() for _ in range(4)]
+    requests = [
+        Request(prompt="a calm lake", seed=1, language="en"),
+        Request(prompt="a broken seed", seed=2**33, language="en"),
+        Request(prompt="a quiet forest", seed=3, language="en"),
+        Request(prompt="a sunny beach", seed=4, language="en"),
+    ]
+    ids = submit_many(core, list(zip(users, requests, strict=True)))
+    finished = FinishedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
+    failed = FailedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
+    good = [ids[0], ids[2], ids[3]]
+    assert wait_until(
+        lambda: set(good) <= set(finished.get_job_ids()) and ids[1] in failed.get_job_ids(),
+        timeout=60,
+    )
+    for user in (users[0], users[2], users[3]):
+        assert r.llen(keys.kept("kakao", user)) == 1
+    apology = Reply.from_dict(json.loads(r.lindex(keys.kept("kakao", users[1]), 0) or b"{}"))
+    assert apology.kind == "error", "the bad item's user hears an apology"
+    for user in users:
+        assert r.get(keys.slot("kakao", user)) is None
+
+
+def test_two_workers_share_the_queue_and_no_job_runs_twice(
+    make_app: Any, redis_url: str, stack: Any
+) -> None:
+    url = redis_db(redis_url, 10)
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    env = worker_env(
+        {}, **{**stack["settings"], "redis_url": url, "max_batch": "1", "debug_job_delay_s": "0.3"}
+    )
+    procs = [start_worker(env, log_path=LOG_DIR / f"worker-pair-{n}.log") for n in range(2)]
+    try:
+        names = {
+            wait_ready(r, p, log_path=LOG_DIR / f"worker-pair-{n}.log") for n, p in enumerate(procs)
+        }
+        core = make_app(redis_url=url, sync_wait_s=0.0).extensions["koalatalk"].core
+        users = [new_user() for _ in range(8)]
+        ids = submit_many(
+            core,
+            [
+                (u, Request(prompt=f"picture {n}", seed=n, language="en"))
+                for n, u in enumerate(users)
+            ],
+        )
+        finished = FinishedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
+        assert wait_until(lambda: set(ids) <= set(finished.get_job_ids()), timeout=60)
+        ran_on = {RqJob.fetch(i, connection=r, serializer=JSONSerializer).worker_name for i in ids}
+        assert ran_on == names, "both workers must take jobs"
+        for user in users:
+            assert r.llen(keys.kept("kakao", user)) == 1, "each job ran and delivered once"
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        r.flushdb()
+        r.close()
