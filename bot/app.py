@@ -69,6 +69,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     def too_large(_exc: Exception) -> tuple[Response, int]:
         return jsonify({"error": "BodyTooLarge"}), 413
 
+    @app.errorhandler(redis.RedisError)
+    def redis_unavailable(exc: Exception) -> tuple[Response, int]:
+        # The webhooks answer Redis trouble themselves; any other route says it, not a 500.
+        log.error("redis unavailable", extra={"error": type(exc).__name__})
+        return jsonify({"error": "Unavailable"}), 503
+
     if settings.development:
         log.warning(
             "development mode: no secret needed, tiny model and loopback targets from "

@@ -71,6 +71,7 @@ def as_text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+MODEL_CALLS = f"{P}modelcalls"  # capped list of recent model calls (start, end, batch size)
 SERVICE_TIMES = f"{P}svc"  # hash: "<queue>:<preset>" -> moving average of seconds per job
 MAINTENANCE = f"{P}maintenance"  # operator's maintenance message, when set
 BLOCKED = f"{P}blocked"  # set of "<messenger>:<user>" refused by an operator

@@ -116,7 +116,7 @@ class RedisImageStore:
         if not ID_PATTERN.match(media_id):
             return None
         raw = self.r.get(keys.media(media_id))
-        return bytes(raw) if raw is not None else None
+        return raw if isinstance(raw, bytes) else None
 
     def purge(self) -> int:
         return 0  # Redis expires them

@@ -102,16 +102,20 @@ def inc(r: redis.Redis, metric: str, by: int = 1, **labels: str) -> None:
         log.debug("metric not written", extra={"metric": metric, "error": type(exc).__name__})
 
 
-def observe(r: redis.Redis, metric: str, seconds: float, **labels: str) -> None:
-    """Record one observation in a histogram; never raises."""
+def _observe(pipe: Any, metric: str, seconds: float, labels: dict[str, str]) -> None:
     base = _field(HISTOGRAMS[metric], labels)
     bound = next((b for b in BUCKETS if seconds <= b), None)
     le = "+Inf" if bound is None else repr(bound)
+    pipe.hincrby(key(metric), f"{base}{SEP}{le}", 1)
+    pipe.hincrbyfloat(key(metric), f"{base}{SEP}sum", max(0.0, seconds))
+    pipe.hincrby(key(metric), f"{base}{SEP}count", 1)
+
+
+def observe(r: redis.Redis, metric: str, seconds: float, **labels: str) -> None:
+    """Record one observation in a histogram (one round trip); never raises."""
     try:
         with r.pipeline(transaction=False) as pipe:
-            pipe.hincrby(key(metric), f"{base}{SEP}{le}", 1)
-            pipe.hincrbyfloat(key(metric), f"{base}{SEP}sum", max(0.0, seconds))
-            pipe.hincrby(key(metric), f"{base}{SEP}count", 1)
+            _observe(pipe, metric, seconds, labels)
             pipe.execute()
     except redis.RedisError as exc:
         log.debug("metric not written", extra={"metric": metric, "error": type(exc).__name__})
@@ -260,9 +264,16 @@ def scrape() -> Any:
 
 def job_done(r: redis.Redis, queue: str, run_s: float) -> None:
     """A job's answer is ready: its run time, and a picture drawn or a question answered."""
-    observe(r, "run", run_s, queue=queue)
-    inc(r, "jobs", queue=queue, status="done")
-    if queue == TEXT_TO_IMAGE_QUEUE:
-        inc(r, "images")
-    elif queue == VISION_LANGUAGE_QUEUE:
-        inc(r, "questions")
+    try:
+        with r.pipeline(transaction=False) as pipe:
+            _observe(pipe, "run", run_s, {"queue": queue})
+            pipe.hincrby(
+                key("jobs"), _field(COUNTERS["jobs"], {"queue": queue, "status": "done"}), 1
+            )
+            if queue == TEXT_TO_IMAGE_QUEUE:
+                pipe.hincrby(key("images"), "", 1)
+            elif queue == VISION_LANGUAGE_QUEUE:
+                pipe.hincrby(key("questions"), "", 1)
+            pipe.execute()
+    except redis.RedisError as exc:
+        log.debug("metric not written", extra={"metric": "jobs", "error": type(exc).__name__})

@@ -16,7 +16,7 @@ from rq.job import Job as RqJob
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
-from bot import admission, conversation, drawing, handover, intents, keys, slots
+from bot import admission, conversation, drawing, handover, intents, keys, metrics, slots
 from bot.events import Ack, Event, Outcome, QuickReply, Reply, Text
 from bot.operator import Operations
 from bot.photos import store_from_settings as photo_store_from_settings
@@ -191,8 +191,9 @@ class Core:
         if maintenance and not operator:
             return self._refuse(event, "maintenance", maintenance)
         workers = self.ops.workers(job.queue)
-        if not workers:
-            return self._refuse(event, "no_worker", say("no_worker", lang))
+        if not workers:  # the user's previous job may have died with the last worker
+            lost = self._lost_job(event, slots.holder(self.r, event.messenger, event.user))
+            return lost or self._refuse(event, "no_worker", say("no_worker", lang))
         limits = admission.Limits(
             rate_window_s=s.rate_window_s, rate_limit=s.rate_limit, daily_quota=s.daily_quota,
             dedupe_ttl_s=s.dedupe_s, default_service_s=s.default_service_s,
@@ -206,12 +207,13 @@ class Core:
                 return kept
             decision = self._decide(event, job, workers, budget,
                                     int(life + s.job_timeout_s + 60), limits)
-        if decision.status == admission.BUSY and decision.holder and slots.owner_is_dead(
-                self.r, decision.holder):
-            if slots.release(self.r, event.messenger, event.user, decision.holder):
-                recovery.fail_lost_job(self.r, decision.holder, "worker stopped heartbeating")
-            decision = self._decide(event, job, workers, budget,
-                                    int(life + s.job_timeout_s + 60), limits)
+        if decision.status == admission.BUSY and decision.holder:
+            lost = self._lost_job(event, decision.holder)
+            if lost is not None:
+                return lost
+            if slots.holder(self.r, event.messenger, event.user) != decision.holder:
+                decision = self._decide(event, job, workers, budget,
+                                        int(life + s.job_timeout_s + 60), limits)
         if decision.status == admission.ADMITTED:
             job.meta.update(quota_day=time.strftime("%Y%m%d", time.gmtime()),
                             ahead=decision.ahead, estimate_s=round(decision.estimate_s, 2))
@@ -228,6 +230,22 @@ class Core:
         return self._refuse(event, decision.name, texts.get(decision.status, say("busy_slot",
                                                                                  lang)))
 
+    def _lost_job(self, event: Event, holder: str | None) -> Outcome | None:
+        """The job holding the user's slot lost its worker: retried (the user is still busy),
+        else its answer or an apology now. None when it did not (or another process saw to it)."""
+        owner = recovery.dead_owner(self.r, holder) if holder else None
+        lost = (recovery.recover(self.r, holder, owner, self.settings.default_service_s)
+                if holder and owner else None)
+        if lost is None:
+            return None
+        if lost.how == recovery.RETRIED:
+            return self._refuse(event, "busy", say("busy_slot", event.lang))
+        if lost.reply is not None:
+            self.sessions.keep(event.messenger, event.user, lost.reply)
+        elif lost.how == recovery.FAILED:
+            self.sessions.keep(event.messenger, event.user, recovery.lost_reply(lost.job))
+        return self._kept_first(event)
+
     def _decide(self, event: Event, job: Job, workers: int, budget: float, slot_ttl: int,
                 limits: admission.Limits) -> admission.Decision:
         return admission.admit(
@@ -238,6 +256,7 @@ class Core:
 
     def _refuse(self, event: Event, reason: str, text: str) -> Outcome:
         log.info("refused", extra={"reason": reason})
+        metrics.refused(self.r, reason)
         return _reply(Reply((Text(text),), kind="busy"), event)
 
     def cancel(self, event: Event) -> Outcome:

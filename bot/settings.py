@@ -191,6 +191,9 @@ class Settings:
     clip_max_s: float = _setting(60.0, "Longest video clip accepted, in seconds.", float)
     clip_max_bytes: int = _setting(20_000_000, "Largest video clip file accepted.", int)
     clip_frames: int = _setting(8, "Frames sampled evenly from a clip.", int)
+    compile_unet: bool = _setting(
+        False, "torch.compile the UNet on CUDA (warmed up at start; the first compile takes "
+        "minutes).", _bool)
     rate_limit: int = _setting(10, "Requests a user may queue per RATE_WINDOW_S.", int)
     rate_window_s: float = _setting(60.0, "Sliding window of the per-user rate limit.", float)
     daily_quota: int = _setting(200, "Jobs per user per UTC day (0: no quota).", int)

@@ -90,6 +90,9 @@ def skill() -> Any:
             return jsonify(
                 kakao.render(Reply((Text(say("server_busy", event.lang)),), kind="busy"))
             )
+        except Exception:  # the outermost handler: Kakao shows an error page for a 500
+            log.exception("unexpected error in the skill webhook")
+            return jsonify(kakao.render(Reply((Text(say("failed", event.lang)),), kind="error")))
         log.info(
             "answered",
             extra={

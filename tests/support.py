@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -59,7 +61,8 @@ class Call:
 class CallbackServer:
     """A local HTTP server that answers like bot-api.kakao.com's callback endpoint.
 
-    Each token's behaviour is set by the test: `success`, `fail`, `error500`, `slow:<seconds>`.
+    Each token's behaviour is set by the test: `success`, `fail`, `error500`, `slow:<seconds>`,
+    `reset` (the connection is reset before any answer).
     """
 
     port: int
@@ -102,6 +105,13 @@ class CallbackServer:
                 except ValueError:
                     body = {}
                 server_ref.calls.append(Call(token, body, time.time()))
+                if how == "reset":  # RST instead of an answer: SO_LINGER with a zero timeout
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.close_connection = True
+                    self.connection.close()
+                    return
                 if how == "error500":
                     self._answer(500, {"status": "ERROR", "message": "internal"})
                 elif how == "fail":

@@ -196,11 +196,13 @@ def test_slot_is_freed_within_seconds_after_the_worker_is_killed(
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         killed_at = time.time()
-        # Refused while the heartbeat lives; accepted once it has expired (3 x 0.5 s).
+        # Busy while the heartbeat lives; once it has expired (2.5 s) and with no live worker
+        # to retry on, the user's next message hears about the lost job, and the slot is free.
         assert wait_until(
-            lambda: "아직 그리는 중" in text_of(post(client, user, "새 그림")), timeout=10
+            lambda: "서버가 멈췄어요" in text_of(post(client, user, "새 그림")), timeout=10
         )
         assert time.time() - killed_at < 5
+        assert r.get(keys.slot("kakao", user)) is None
         failed = FailedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
         assert holder.decode() in failed.get_job_ids()
     finally:
@@ -209,11 +211,12 @@ def test_slot_is_freed_within_seconds_after_the_worker_is_killed(
         r.close()
 
 
-def test_worker_without_weights_stops_with_a_clear_message(stack: Any) -> None:
+def test_worker_without_weights_stops_with_a_clear_message(stack: Any, make_app: Any) -> None:
+    url = redis_db(stack["settings"]["redis_url"], 12)
     env = worker_env(
         {},
         mode="development",
-        redis_url=stack["settings"]["redis_url"],
+        redis_url=url,
         preset="koala-1b",
         log_json="false",
         system_dns="false",
@@ -229,3 +232,7 @@ def test_worker_without_weights_stops_with_a_clear_message(stack: Any) -> None:
     assert done.returncode == 3
     assert "koala-1b" in done.stderr and "etri-vilab/koala-1b" in done.stderr
     assert "Traceback" not in done.stderr
+    # It never said it was ready: readiness stays false for its queue.
+    ready = make_app(redis_url=url, ready_queues=("text2image",)).test_client().get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["queues"] == {"text2image": False}

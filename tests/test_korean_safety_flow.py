@@ -181,7 +181,7 @@ def test_first_contact_notice_also_reaches_help_and_acknowledgements(make_app: A
     client = make_app(sync_wait_s=0.0).test_client()
     body = post(client, new_user(), "도움말")
     assert NOTICE in texts(body)
-    assert "하루" in texts(body), "the notice says how long prompts are kept"
+    assert "문장과 그림은 1일, 사진은 1시간 뒤 지워요" in texts(body), "how long things are kept"
     response = client.post(
         "/kakao/skill",
         json=kakao_payload(new_user(), "고양이", "https://bot-api.kakao.com/v1/bots/b/callback/t"),

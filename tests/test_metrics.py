@@ -177,3 +177,13 @@ def test_label_values_are_cleaned(redis_client: Any, bad: str) -> None:
     assert "no_split" in text or "x" * 64 in text
     for family in text_string_to_metric_families(text):
         assert family.name
+
+
+def test_core_refusals_are_counted_with_their_reason(make_app: Any) -> None:
+    user = new_user()
+    client = make_app(blocked_users=(f"kakao:{user}",)).test_client()
+    before = scrape(client)
+    assert client.post("/kakao/skill", json=kakao_payload(user, "a cat")).status_code == 200
+    after = scrape(client)
+    reason = ("koalatalk_requests_refused_total", (("reason", "blocked"),))
+    assert after[reason] == before.get(reason, 0.0) + 1

@@ -7,10 +7,13 @@ jobs run in this process, so nothing forks after CUDA is initialised.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from typing import Any
@@ -33,6 +36,7 @@ from workers.runtime import Runtime, install
 log = logging.getLogger("workers")
 KNOWN_QUEUES = (TEXT_TO_IMAGE_QUEUE, VISION_LANGUAGE_QUEUE)
 WORKER_TTL_S = 45  # rq's worker key TTL; it blocks on the queue for WORKER_TTL_S - 15 seconds
+RECONNECT_MAX_S = 5.0  # longest pause between two pings while Redis is away
 
 
 def load_models(settings: Settings, queues: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
@@ -43,7 +47,8 @@ def load_models(settings: Settings, queues: list[str]) -> tuple[dict[str, Any], 
         from models.text2image import TextToImage
 
         started = time.perf_counter()
-        model = TextToImage.load(settings.preset, settings.device)
+        model = TextToImage.load(settings.preset, settings.device,
+                                 compile_unet=settings.compile_unet)
         model.warm_up()
         models["text2image"] = model
         seconds["text2image"] = round(time.perf_counter() - started, 3)
@@ -114,17 +119,55 @@ def main(argv: list[str] | None = None) -> int:
         "models loaded", extra={"load_seconds": str(rt.load_seconds), "queues": ",".join(rt.queues)}
     )
     stopping = heartbeat.start(rt)
-    worker_class = BatchingWorker if settings.max_batch > 1 else SimpleWorker
-    worker = worker_class(rt.queues, connection=r, serializer=JSONSerializer, name=name,
-                          worker_ttl=WORKER_TTL_S)
     try:
-        worker.work(
-            burst=args.burst, logging_level=settings.log_level.upper(), with_scheduler=False
-        )
+        serve(rt, burst=args.burst)
     finally:
         stopping.set()
-        heartbeat.stop(rt)
+        with contextlib.suppress(redis.RedisError):
+            heartbeat.stop(rt)
     return 0
+
+
+def serve(rt: Runtime, burst: bool = False) -> None:
+    """Run rq's worker loop; when Redis drops it, wait for Redis and run a new loop.
+
+    Only rq's worker object is made again: the models stay loaded. SIGTERM during a job is rq's
+    warm shutdown (the job, or batch, finishes first); between two loops it stops at once.
+    """
+    stop = threading.Event()
+    worker_class = BatchingWorker if rt.settings.max_batch > 1 else SimpleWorker
+    while True:
+        worker = worker_class(rt.queues, connection=rt.redis, serializer=JSONSerializer,
+                              name=rt.name, worker_ttl=WORKER_TTL_S)
+        try:
+            worker.work(burst=burst, logging_level=rt.settings.log_level.upper(),
+                        with_scheduler=False)
+        except redis.RedisError as exc:  # rq's own tear-down, with Redis gone
+            log.warning("rq worker stopped", extra={"error": type(exc).__name__})
+        # rq records a SIGTERM or SIGINT here before its warm shutdown.
+        if burst or getattr(worker, "_shutdown_requested_date", None) is not None:
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        log.warning("rq worker loop ended (Redis unavailable?); reconnecting")
+        if not wait_for_redis(rt.redis, stop):
+            return
+        with contextlib.suppress(redis.RedisError):
+            rt.redis.delete(worker.key)  # the old loop's record, so the name can be used again
+
+
+def wait_for_redis(r: redis.Redis, stop: threading.Event) -> bool:
+    """Ping Redis with a growing pause until it answers; False when told to stop first."""
+    pause = 0.25
+    while not stop.is_set():
+        try:
+            r.ping()
+            log.info("redis is back")
+            return True
+        except redis.RedisError:
+            stop.wait(pause)
+            pause = min(pause * 2, RECONNECT_MAX_S)
+    return False
 
 
 if __name__ == "__main__":

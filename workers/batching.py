@@ -12,6 +12,7 @@ item never costs the others: if the batched call fails, each job simply draws al
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -43,6 +44,18 @@ class Precomputed:
     prepared: prompting.Prepared
     image: Any
     share_s: float  # this job's share of the batch's model time
+
+
+def record_model_call(rt: Runtime, started: float, ended: float, size: int,
+                      gather_s: float = 0.0) -> None:
+    """Append one model call to the worker timeline (utilisation, bench/throughput's overhead)."""
+    entry = json.dumps({"worker": rt.name, "start": round(started, 6), "end": round(ended, 6),
+                        "size": size, "gather_s": round(gather_s, 6)})
+    with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.lpush(keys.MODEL_CALLS, entry)
+        pipe.ltrim(keys.MODEL_CALLS, 0, 4999)
+        pipe.expire(keys.MODEL_CALLS, 3600)
+        pipe.execute()
 
 
 def batch_key(payload: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -83,7 +96,7 @@ def gather(rt: Runtime, queue: Queue, first: RqJob) -> list[RqJob]:
         time.sleep(0.002)
 
 
-def precompute(rt: Runtime, batch: list[RqJob]) -> int:
+def precompute(rt: Runtime, batch: list[RqJob], gather_s: float = 0.0) -> int:
     """Draw a batch in one call; returns how many pictures were stored for their jobs."""
     items: list[tuple[Job, prompting.Prepared]] = []
     for rq_job in batch:
@@ -100,7 +113,7 @@ def precompute(rt: Runtime, batch: list[RqJob]) -> int:
     if len(items) < 2:
         return 0
     request = items[0][0].request
-    started = time.perf_counter()
+    started, wall = time.perf_counter(), time.time()
     try:
         images = rt.models["text2image"].generate(
             [p.prompt for _, p in items],
@@ -115,6 +128,7 @@ def precompute(rt: Runtime, batch: list[RqJob]) -> int:
         log.exception("batched call failed; each job draws alone")
         return 0
     share = (time.perf_counter() - started) / len(items)
+    record_model_call(rt, wall, time.time(), len(items), gather_s)
     for (job, prepared), image in zip(items, images, strict=True):
         rt.precomputed[job.request_id] = Precomputed(prepared, image, share)
     log.info("batch drawn", extra={"size": len(items), "model_s": round(share * len(items), 4)})
@@ -126,13 +140,15 @@ class BatchingWorker(SimpleWorker):
 
     def execute_job(self, job: RqJob, queue: Queue) -> None:
         rt = current()
+        gather_started = time.perf_counter()
         extra = gather(rt, queue, job) if queue.name == TEXT_TO_IMAGE_QUEUE else []
+        gather_s = time.perf_counter() - gather_started
         if not extra:
             super().execute_job(job, queue)
             return
         batch = [job, *extra]
         try:
-            precompute(rt, batch)
+            precompute(rt, batch, gather_s)
             for item in batch:
                 super().execute_job(item, queue)
         finally:

@@ -1,7 +1,8 @@
 """The worker heartbeat: which queues it serves and that its models are loaded.
 
 The web reads it for readiness and for slot recovery. Each beat also looks for jobs of dead
-workers (so their users hear back within seconds) and, now and then, purges old pictures.
+workers (retried here, or their users told, within seconds) and, now and then, purges old
+pictures.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import sys
 import threading
 import time
 
-from bot import keys
-from bot.events import Reply, Text
-from bot.texts import quick, say
+from bot import keys, photos
+from bot.events import Reply
 from workers import delivery, recovery
 from workers.job import Job
 from workers.runtime import Runtime
@@ -71,15 +71,18 @@ def stop(rt: Runtime) -> None:
 
 
 def rescue_lost_jobs(rt: Runtime) -> int:
-    """Tell the users of jobs whose worker died; returns how many were found."""
-    lost = recovery.lost_jobs(rt.redis, rt.queues)
-    for rq_job in lost:
-        job = Job.from_dict(rq_job.args[0])
-        reply = Reply(
-            (Text(say("worker_lost", job.lang)),), (quick("quick_help", job.lang),), kind="error"
-        )
+    """Retry the jobs of dead workers, or tell their users; returns how many were found."""
+    lost = recovery.lost_jobs(rt.redis, rt.queues, rt.settings.default_service_s)
+    for found in lost:
+        job = found.job
+        if found.how == recovery.ANSWERED and found.reply is not None:
+            delivery.keep(rt, job, found.reply)  # it finished but nobody delivered it
+        if found.how != recovery.FAILED:
+            continue
         # Delivery may wait on a callback; never let it hold up the next heartbeat.
-        threading.Thread(target=_deliver_quietly, args=(rt, job, reply), daemon=True).start()
+        threading.Thread(
+            target=_deliver_quietly, args=(rt, job, recovery.lost_reply(job)), daemon=True
+        ).start()
     return len(lost)
 
 
@@ -105,6 +108,8 @@ def start(rt: Runtime) -> threading.Event:
                     removed = rt.store.purge()
                     if removed:
                         log.info("purged old pictures", extra={"count": removed})
+                    # Private photos expire too, even when nobody sends one for a while.
+                    photos.store_from_settings(rt.settings).purge_if_due(rt.redis)
             except Exception:
                 log.exception("heartbeat failed; retrying")
             stopping.wait(rt.settings.heartbeat_s)

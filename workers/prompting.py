@@ -35,10 +35,9 @@ class Prepared:
 
     prompt: str  # the full positive prompt: the user's part in English, then the style
     negative: str
-    english: str  # the user's part as drawn (translated and cut as needed)
     translated: bool = False
     cut: bool = False
-    blocked: str | None = None  # the block-list term the English text matched
+    blocked: str | None = None  # the block-list term the prompt matched
     timings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -56,8 +55,9 @@ def prepare(rt: Runtime, request: Request) -> Prepared:
         hits = int(hit is True) + int(negative_hit is True)
         misses = int(hit is False) + int(negative_hit is False)
     translate_s = time.perf_counter() - started
-    # 2. The block list, on the English text
-    blocked = rt.blocklist.match(english)
+    # 2. The block list again: on the English text, and on the source (a redraw is not rechecked
+    # by the web)
+    blocked = rt.blocklist.match(english) or rt.blocklist.match(request.prompt)
     # 3. The style, and CLIP's window
     style = STYLES.get(request.style)
     suffix = f", {style.prompt}" if style else ""
@@ -72,7 +72,6 @@ def prepare(rt: Runtime, request: Request) -> Prepared:
     return Prepared(
         prompt=", ".join(part for part in (drawn, style.prompt if style else "") if part),
         negative=", ".join(part for part in negatives if part.strip()),
-        english=drawn,
         translated=english != request.prompt,
         cut=cut,
         blocked=blocked,

