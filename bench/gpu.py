@@ -24,12 +24,13 @@ with --cpu-smoke) the same code runs on the CPU at 64x64, 2 steps, with scaled-d
 
 Here:      .venv/bin/python bench/gpu.py --cpu-smoke
 Wheels:    bench/gpu_wheels.sh   (fills .whl/ for the GPU machine: Python 3.12, no network)
-On the GPU machine (device tool `run`, carry [".whl"], timeout_s 600):
+On the GPU machine (device tool `run`, carry [".whl"], timeout_s 600), as one line:
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade
     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit;
-    PYTHONUNBUFFERED=1 timeout -s TERM 570 python3 bench/gpu.py --require-gpu
+    PYTHONUNBUFFERED=1 timeout -s TERM 545 python3 bench/gpu.py --require-gpu
     --json $OUT/gpu.json 2>&1 | tee $OUT/gpu.log
-(one line; --no-compile skips torch.compile when time is short.)
+Sections start only while --budget-s (430 s) lasts; SIGTERM from `timeout` prints the table of
+what was measured. --no-compile skips torch.compile (minutes of compiling) when time is short.
 """
 
 from __future__ import annotations
@@ -208,11 +209,9 @@ def redis_server_binary() -> str | None:
 
 
 def stub_av(scratch: Path) -> Path | None:
-    """bot/ imports PyAV for video clips, which this bench never sends: a stand-in if absent.
-
-    PyAV's wheel (36 MB) does not fit the GPU machine's carry limit next to diffusers and
-    transformers; the stand-in raises on any use, so a video path would fail loudly.
-    """
+    """A stand-in for PyAV when it is absent: bot/ imports it for video, which no bench sends."""
+    # PyAV's wheel (36 MB) does not fit the GPU machine's carry limit beside diffusers and
+    # transformers; the stand-in raises on any use, so a video path would fail loudly.
     if importlib.util.find_spec("av") is not None:
         return None
     folder = scratch / "stubs"
@@ -221,7 +220,7 @@ def stub_av(scratch: Path) -> Path | None:
         '"""Stand-in written by bench/gpu.py: PyAV is not installed on this machine."""\n'
         "class FFmpegError(Exception):\n    pass\n\n\n"
         "def __getattr__(name):\n"
-        "    raise ImportError('PyAV (av) is not installed: bench/gpu.py stand-in')\n"
+        "    raise AttributeError(f'av.{name}: PyAV is not installed (bench/gpu.py stand-in)')\n"
     )
     sys.path.insert(0, str(folder))
     return folder
@@ -300,13 +299,22 @@ def building(device: str, dtype: Any) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
+def onto(module: Any, device: str, dtype: Any) -> Any:
+    """`module` on `device` in `dtype`: a no-op when built there (the usual case)."""
+    first = next(module.parameters())
+    if first.device.type == device and first.dtype == dtype:
+        return module
+    return module.to(device, dtype)
+
+
 def count(module: Any) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
 def clip_tokenizers(folder: Path) -> tuple[Any, Any]:
-    """CLIP BPE tokenizers with CLIP's vocabulary size and window: models.tiny's byte-level vocab
-    padded with never-produced tokens, start and end tokens last (ids 49406, 49407 as in CLIP)."""
+    """CLIP BPE tokenizers with CLIP's vocabulary size (49408) and window (77)."""
+    # models.tiny's byte-level vocab padded with tokens BPE never produces; start and end tokens
+    # last, at CLIP's ids 49406 and 49407 (the encoders pool at the highest id, as CLIP's do).
     from transformers import CLIPTokenizer
 
     from models.tiny import write_clip_vocab
@@ -345,13 +353,14 @@ def build_text(scratch: Path, device: str, dtype: Any, smoke: bool) -> Shared:
     with building(device, dtype):
         text_encoder = CLIPTextModel(CLIPTextConfig(**one)).eval()
         text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**two)).eval()
-    return Shared(tokenizer, tokenizer_2, text_encoder.to(device, dtype),
-                  text_encoder_2.to(device, dtype))
+    return Shared(tokenizer, tokenizer_2, onto(text_encoder, device, dtype),
+                  onto(text_encoder_2, device, dtype))
 
 
 def build_pipeline(replica: Replica, shared: Shared, device: str, dtype: Any, smoke: bool) -> Any:
-    """StableDiffusionXLPipeline around a fresh random UNet and VAE, with the shipped scheduler
-    (SDXL's Euler, `leading`; TextToImage switches Lightning replicas to `trailing`)."""
+    """StableDiffusionXLPipeline around a fresh random UNet and VAE, scheduler as shipped."""
+    # The shipped scheduler is SDXL's Euler with `leading` spacing; serve_model (like
+    # TextToImage.load) switches the Lightning replicas to `trailing`.
     from diffusers import (
         AutoencoderKL,
         EulerDiscreteScheduler,
@@ -367,17 +376,17 @@ def build_pipeline(replica: Replica, shared: Shared, device: str, dtype: Any, sm
         unet = UNet2DConditionModel.from_config(unet_cfg).eval()
         vae = AutoencoderKL.from_config(vae_cfg).eval()
     return StableDiffusionXLPipeline(
-        vae=vae.to(device, dtype), text_encoder=shared.text_encoder,
+        vae=onto(vae, device, dtype), text_encoder=shared.text_encoder,
         text_encoder_2=shared.text_encoder_2, tokenizer=shared.tokenizer,
-        tokenizer_2=shared.tokenizer_2, unet=unet.to(device, dtype),
+        tokenizer_2=shared.tokenizer_2, unet=onto(unet, device, dtype),
         scheduler=EulerDiscreteScheduler.from_config(config("sdxl.scheduler.json")),
         force_zeros_for_empty_prompt=True, add_watermarker=False,
     )
 
 
 def serve_model(replica: Replica, pipe: Any, device: str, scale: Scale, compile_unet: bool) -> Any:
-    """The pipeline as the worker holds it: TextToImage with TextToImage.load's scheduler and
-    models.text2image._tune's speed settings (SDPA, channels_last, cudnn.benchmark, compile)."""
+    """The pipeline as the worker holds it: TextToImage, tuned by models.text2image._tune."""
+    # _tune: SDPA, channels_last and cudnn.benchmark on CUDA, torch.compile when asked.
     from diffusers import EulerDiscreteScheduler
 
     from models.presets import TEXT_TO_IMAGE, TextToImagePreset
@@ -465,9 +474,9 @@ class Setting:
 
 
 def measure(model: Any, batch: int, runs: int) -> Setting:
-    """One warm-up, then `runs` timed calls of `batch` images; peak memory over all of them."""
-    reset_peak()
+    """One warm-up, then `runs` timed calls of `batch` images, and their peak memory."""
     warm = timed(call(model, batch, 1000))
+    reset_peak()  # after the warm-up: cuDNN's algorithm search borrows workspace only once
     times = [timed(call(model, batch, 100 * (r + 1))) for r in range(runs)]
     return Setting(warm, times, peak_gib())
 
@@ -566,9 +575,9 @@ def served_path(report: Report, model: Any, saved: Path, scratch: Path, stubs: P
         finally:
             stop(worker)
     local: list[float] = []
-    for i in range(scale.served + 1):
-        job = call(model, 1, 9000 + i)
-        seconds = timed(lambda job=job: to_jpeg(job()[0]))
+    for i in range(scale.served + 1):  # the same call and JPEG encoding, here, after one warm-up
+        draw = call(model, 1, 9000 + i)
+        seconds = timed(lambda draw=draw: to_jpeg(draw()[0]))  # type: ignore[misc]
         if i:
             local.append(seconds)
     reply_s, model_s = statistics.median(replies), statistics.median(local)
@@ -599,9 +608,9 @@ def compile_figures(report: Report, shared: Shared, device: str, dtype: Any, sca
         if batch != 1 and left < 1.5 * first_compile + 30:
             report.add(f"compile batch {batch}", f"skipped: {left:.0f} s left of the time budget")
             break
-        reset_peak()
         warm = timed(call(model, batch, 1000))
         first_compile = first_compile or warm
+        reset_peak()
         times = [timed(call(model, batch, 100 * (r + 1))) for r in range(scale.timed)]
         per_image = statistics.median(times) / batch
         base = eager.get(f"batch{batch}", {}).get("s_per_image")
@@ -633,7 +642,7 @@ def run(args: argparse.Namespace, report: Report, scratch: Path) -> int:
         # One thread: on a small shared CPU, thread pools oversubscribed by other processes
         # turn 0.1 s calls into seconds; the worker gets OMP_NUM_THREADS=1 for the same reason.
         torch.set_num_threads(1)
-    deadline = time.monotonic() + args.budget_s
+    deadline = START + args.budget_s
     environment(report, device)
     stubs = stub_av(scratch)
     if stubs is not None:
@@ -654,13 +663,15 @@ def run(args: argparse.Namespace, report: Report, scratch: Path) -> int:
     for replica in REPLICAS:
         if time.monotonic() > deadline - 30:
             report.problem(f"{replica.name} skipped: time budget spent")
+            failed += 1
             continue
         print(f"{replica.name}: [{clock()}]", flush=True)
         try:
             started = time.perf_counter()
             pipe = build_pipeline(replica, shared, device, dtype, smoke)
             sync()
-            report.add(f"{replica.name} built on {device}", f"{time.perf_counter() - started:.1f} s")
+            built_s = time.perf_counter() - started
+            report.add(f"{replica.name} built on {device}", f"{built_s:.1f} s")
             saved = None
             if replica.name == SERVED_PRESET and serve_ok:
                 saved = scratch / "saved"
@@ -688,6 +699,7 @@ def run(args: argparse.Namespace, report: Report, scratch: Path) -> int:
         left = deadline - time.monotonic()
         if left < 120 and not smoke:
             report.problem(f"torch.compile skipped: {left:.0f} s left of --budget-s")
+            failed += 1
         else:
             try:
                 report.data["compile"] = compile_figures(
@@ -733,10 +745,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="measure torch.compile on KOALA-Lightning-700M (minutes on GPU)")
     parser.add_argument("--no-serve", action="store_true", help="skip the served path")
-    parser.add_argument("--budget-s", type=float, default=460.0,
-                        help="time after which remaining sections are skipped (default 460)")
+    parser.add_argument("--budget-s", type=float, default=430.0,
+                        help="seconds after which no new section starts (default 430)")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
+    # Nothing here downloads; on a machine without network a lookup would only hang on timeouts.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     lacking = missing(MODEL_PACKAGES)
     if lacking:

@@ -2,7 +2,9 @@
 
 One user, an empty queue, the tiny model on CPU. The served path is real: gunicorn (the
 Procfile's settings), Redis, one `python -m workers text2image` process, the hand-over and
-the JPEG store. The in-process path calls the same TextToImage.generate with the same preset.
+the JPEG store. The in-process path calls the same TextToImage.generate with the same preset,
+plus the JPEG encoding. English prompts (no translation) and safety policy `allow` on both
+sides, so the difference is the serving path alone.
 
     .venv/bin/python bench/overhead.py [--requests 40]
 
@@ -72,7 +74,7 @@ def served(n: int, env: dict[str, str]) -> list[float]:
                 user = "bench-" + uuid.uuid4().hex
                 for i in range(n + 3):
                     started = time.perf_counter()
-                    body = post(port, kakao_body(user, f"a koala number {i}, watercolor"))
+                    body = post(port, kakao_body(user, f"a koala number {i} in a field"))
                     elapsed = time.perf_counter() - started
                     outputs = body.get("template", {}).get("outputs", [])
                     if not any("simpleImage" in o for o in outputs):
@@ -94,7 +96,7 @@ def in_process(n: int) -> list[float]:
     times: list[float] = []
     for i in range(n + 3):
         started = time.perf_counter()
-        image = model.generate([f"a koala number {i}, watercolor"], [i])[0]
+        image = model.generate([f"a koala number {i} in a field"], [i])[0]
         to_jpeg(image)
         if i >= 3:
             times.append(time.perf_counter() - started)
@@ -109,6 +111,11 @@ def main() -> int:
     os.environ.update({"HF_HOME": hf_home, "HF_HUB_OFFLINE": "1"})
     media = tempfile.mkdtemp(prefix="koalatalk-bench-media-")
     env = {"KOALATALK_MODE": "development", "KOALATALK_PRESET": "tiny",
+           "KOALATALK_TRANSLATION_MODEL": "tiny",
+           "KOALATALK_SAFETY_MODEL": "koalatalk/tiny-safety-pass",
+           # The in-process side is the drawing call alone: leave the image checker out of both.
+           "KOALATALK_SAFETY_POLICY": "allow",
+           "KOALATALK_RATE_LIMIT": "100000", "KOALATALK_DAILY_QUOTA": "0",
            "KOALATALK_MEDIA_DIR": media, "KOALATALK_SYNC_WAIT_S": "4",
            "KOALATALK_LOG_LEVEL": "WARNING", "KOALATALK_DEVICE": "cpu",
            "HF_HOME": hf_home, "HF_HUB_OFFLINE": "1"}

@@ -15,6 +15,7 @@ from bot.media import ImageStore, media, store_from_settings
 from bot.messengers.line import line_webhook
 from bot.messengers.telegram import telegram_webhook
 from bot.metrics import metrics
+from bot.openapi import openapi
 from bot.service import Core
 from bot.settings import Settings
 from bot.webhook import kakao_webhook
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(metrics)
     app.register_blueprint(telegram_webhook)
     app.register_blueprint(line_webhook)
+    app.register_blueprint(openapi)
     if settings.playground_on:
         from bot.playground import playground
 

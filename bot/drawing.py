@@ -45,8 +45,10 @@ class Drawing:
         preset = TEXT_TO_IMAGE.get(settings.preset)
         self.canvas = (preset.width, preset.height) if preset else (1024, 1024)
 
-    def plan(self, event: Event, action: Action, photo: str | None = None) -> Request | Reply:
-        """A Request to queue, or a Reply; `photo` is the session's photo id, if any."""
+    def plan(self, event: Event, action: Action, photo: str | None = None,
+             pin: bytes | None = None) -> Request | Reply:
+        """A Request to queue, or a Reply; `photo` is the session's photo id, if any, and `pin`
+        the seed `같은 시드로` kept (read by the caller with the user's other state)."""
         lang = event.lang
         if action.name == "same_seed":
             return self._same_seed(event)
@@ -55,8 +57,8 @@ class Drawing:
         if action.name == "photo_first" or (action.name == "photo_restyle" and photo is None):
             return Reply((Text(say("photo_first", lang)),), help_quick_replies(lang), kind="error")
         if action.name == "photo_restyle" and photo is not None:
-            return self._photo(event, action.text, photo)
-        return self._prompt(event, action.text)
+            return self._photo(event, action.text, photo, pin)
+        return self._prompt(event, action.text, pin)
 
     def notice(self, lang: str) -> str:
         """The one-line notice a new user's first answer carries."""
@@ -68,7 +70,7 @@ class Drawing:
 
     # --- one per action ----------------------------------------------------------------------
 
-    def _prompt(self, event: Event, text: str) -> Request | Reply:
+    def _prompt(self, event: Event, text: str, pin: bytes | None) -> Request | Reply:
         lang = event.lang
         try:
             found = options.parse(text, self.settings.max_prompt_chars)
@@ -78,7 +80,7 @@ class Drawing:
         refused = self._refuse(event, found.prompt)
         if refused is not None:
             return refused
-        pinned = self._take_pin(event)
+        pinned = self._take_pin(event, pin)
         width, height = options.size_for(found.shape, *self.canvas)
         return Request(
             prompt=found.prompt,
@@ -107,7 +109,7 @@ class Drawing:
         self.r.set(keys.seed_pin(event.messenger, event.user), seed, ex=self.settings.session_ttl_s)
         return Reply((Text(say("same_seed_set", event.lang, seed=seed)),))
 
-    def _photo(self, event: Event, text: str, photo: str) -> Request | Reply:
+    def _photo(self, event: Event, text: str, photo: str, pin: bytes | None) -> Request | Reply:
         """`이 사진을 수채화로`: redraw the session's photo."""
         restyle = options.photo_restyle(text)
         if restyle is None:  # decide() saw one; keep the two in step
@@ -117,7 +119,7 @@ class Drawing:
             return refused
         return Request(
             prompt=restyle.prompt,
-            seed=self._take_pin(event),
+            seed=self._take_pin(event, pin),
             language=event.lang,
             style=restyle.style or "",
             source_image=photo,
@@ -135,10 +137,10 @@ class Drawing:
             (Text(say("blocked", event.lang)),), (quick("quick_help", event.lang),), kind="error"
         )
 
-    def _take_pin(self, event: Event) -> int:
+    def _take_pin(self, event: Event, raw: bytes | None) -> int:
         """The seed `같은 시드로` kept for this prompt (and only this one), else a new one."""
-        raw = self.r.getdel(keys.seed_pin(event.messenger, event.user))
         if raw is not None:
+            self.r.delete(keys.seed_pin(event.messenger, event.user))
             try:
                 seed = int(raw)
             except ValueError:

@@ -1,4 +1,7 @@
-"""Every Redis key KoalaTalk writes, in one place. All carry a TTL except the worker set."""
+"""Every Redis key KoalaTalk writes, in one place.
+
+All carry a TTL except the worker set and the metric counters (bot/metrics.py).
+"""
 
 from __future__ import annotations
 
@@ -64,6 +67,26 @@ def heartbeat(worker_name: str) -> str:
 
 WORKERS = f"{P}workers"
 PHOTO_PURGE = f"{P}photopurge"  # held a few minutes by whoever purges old photos
+
+
+def seen_delivery(messenger: str, delivery_id: str) -> str:
+    """A Telegram update_id or LINE webhookEventId already taken (redeliveries are dropped)."""
+    return f"{P}seen-delivery:{messenger}:{delivery_id}"
+
+
+def playground_callback(token: str) -> str:
+    """A playground callback token, valid for a minute like Kakao's; holds the page's session."""
+    return f"{P}pg:cb:{token}"
+
+
+def playground_inbox(session: str) -> str:
+    """Callback answers waiting for one playground page."""
+    return f"{P}pg:inbox:{session}"
+
+
+def metric(name: str) -> str:
+    """One Prometheus metric's hash (bot/metrics.py); counters, so no TTL."""
+    return f"{P}m:{name}"
 
 
 def as_text(raw: bytes | str) -> str:

@@ -80,7 +80,7 @@ HISTOGRAMS = {
 
 def key(metric: str) -> str:
     """The Redis hash of one metric."""
-    return f"{keys.P}m:{metric}"
+    return keys.metric(metric)
 
 
 def _field(spec: Spec, labels: dict[str, str]) -> str:

@@ -40,14 +40,6 @@ playground = Blueprint(
 )
 
 
-def callback_key(token: str) -> str:
-    return f"{keys.P}pg:cb:{token}"
-
-
-def inbox_key(session: str) -> str:
-    return f"{keys.P}pg:inbox:{session}"
-
-
 def _ctx() -> Any:
     return current_app.extensions["koalatalk"]
 
@@ -109,7 +101,7 @@ def new_callback_url() -> Any:
     except (ValueError, AttributeError):
         return jsonify({"error": "bad session id"}), 400
     token = secrets.token_urlsafe(24)
-    _ctx().redis.set(callback_key(token), session, ex=CALLBACK_TTL_S)
+    _ctx().redis.set(keys.playground_callback(token), session, ex=CALLBACK_TTL_S)
     s: Settings = _ctx().settings
     url = f"{s.public_url.rstrip('/')}/playground/callback/{token}"
     return _no_store(jsonify({"callbackUrl": url}))
@@ -120,13 +112,13 @@ def callback(token: str) -> Any:
     """Kakao's callback API, played locally: the answer goes to the page's inbox."""
     task = {"taskId": token[:12], "timestamp": int(time.time() * 1000)}
     r: redis.Redis = _ctx().redis
-    raw = r.getdel(callback_key(token)) if TOKEN.match(token) else None
+    raw = r.getdel(keys.playground_callback(token)) if TOKEN.match(token) else None
     if raw is None:
         return jsonify({**task, "status": "FAIL", "message": "invalid callback token"})
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or body.get("version") != "2.0" or "template" not in body:
         return jsonify({**task, "status": "FAIL", "message": "not a skill response"}), 400
-    key = inbox_key(keys.as_text(raw))
+    key = keys.playground_inbox(keys.as_text(raw))
     with r.pipeline() as pipe:
         pipe.rpush(key, json.dumps(body, ensure_ascii=False))
         pipe.ltrim(key, -INBOX_MAX, -1)
@@ -139,7 +131,7 @@ def callback(token: str) -> Any:
 def inbox(session: str) -> Any:
     """Callback answers that arrived for this page since it last asked."""
     try:
-        key = inbox_key(_session(session))
+        key = keys.playground_inbox(_session(session))
     except ValueError:
         return jsonify({"error": "bad session id"}), 400
     r: redis.Redis = _ctx().redis

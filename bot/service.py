@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 
 import redis
 from rq import Queue
@@ -28,6 +29,15 @@ from workers import recovery
 from workers.job import Job, Request
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What Core.handle reads about the user before deciding, fetched in one round trip."""
+
+    photo: conversation.PhotoSession | None
+    seed_pin: bytes | None  # the seed `같은 시드로` kept for the next prompt
+    first_contact: bool
 
 
 class Core:
@@ -53,19 +63,34 @@ class Core:
     # 1. Decide --------------------------------------------------------------------------------
     def handle(self, event: Event) -> Outcome:
         """Answer one message; a new user's first answer carries the notice."""
-        outcome = self._handle(event)
-        if self.sessions.first_contact(event.messenger, event.user):
+        state = self._prefetch(event)
+        outcome = self._handle(event, state)
+        if state.first_contact:
             return drawing.with_notice(outcome, self.drawing.notice(event.lang))
         return outcome
 
-    def _handle(self, event: Event) -> Outcome:
+    def _prefetch(self, event: Event) -> UserState:
+        """The user's state this message needs, and the request count, in one round trip."""
+        m, u = event.messenger, event.user
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.get(keys.photo_session(m, u))
+            pipe.get(keys.seed_pin(m, u))
+            pipe.set(keys.seen_user(m, u), "1", nx=True, ex=self.settings.session_ttl_s)
+            metrics.inc(pipe, "requests", messenger=m)
+            photo, pin, first, _ = pipe.execute(raise_on_error=False)
+        if isinstance(photo, Exception) or isinstance(pin, Exception):
+            raise photo if isinstance(photo, Exception) else pin
+        session = conversation.PhotoSession.from_json(photo) if photo else None
+        return UserState(session, pin if isinstance(pin, bytes) else None, first is True)
+
+    def _handle(self, event: Event, state: UserState) -> Outcome:
         lang = event.lang
         command = self.ops.command(event)
         if command is not None:
             return _reply(command, event)
         if event.image_urls:  # fetched at once: the URLs expire
             return conversation.photos_in(self, event)
-        photo = self.conversations.current(event.messenger, event.user)
+        photo = state.photo
         action = intents.decide(event.text, has_photo=photo is not None)
         if action.name == "results":
             return self._results(event)
@@ -76,7 +101,7 @@ class Core:
         if action.name == "ask" and photo is not None:
             return conversation.ask(self, event, action.text, photo)
         if action.name in drawing.ACTIONS:  # draw, restyle, same seed, photo redraw
-            planned = self.drawing.plan(event, action, drawing.photo_id(photo))
+            planned = self.drawing.plan(event, action, drawing.photo_id(photo), state.seed_pin)
             if isinstance(planned, Request):
                 return self.submit(event, planned)
             return _reply(planned, event)

@@ -78,7 +78,7 @@ def skill() -> Any:
             log.info("refused request", extra={"status": http_status(exc), "why": str(exc)})
             metrics.refused(app.redis, refusal_reason(exc))
             return error_response(exc)
-        metrics.inc(app.redis, "requests", messenger=kakao.NAME)
+        # The request is counted by core.handle, in the round trip that reads the user's state.
         if photos.refused and not photos.urls:
             log.info("photos refused: no privacy agreement")
             refused = Reply((Text(say("photo_refused", event.lang)),), kind="error")

@@ -19,6 +19,8 @@ import uuid
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
@@ -86,10 +88,13 @@ def main(argv: list[str] | None = None) -> int:
             extra={"dev_allow": ",".join(settings.dev_allow)},
         )
     # redis-py's default 5 s socket timeout would break rq's blocking dequeue: allow it, and
-    # keep rq's dequeue short enough (worker_ttl below) that a dead Redis is noticed.
+    # keep rq's dequeue short enough (worker_ttl below) that a dead Redis is noticed. A blip of
+    # a few seconds is retried inside each command; a longer outage ends rq's loop and `serve`
+    # waits for Redis and starts a new one.
     r = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2,
                              socket_timeout=WORKER_TTL_S, socket_keepalive=True,
-                             health_check_interval=10)
+                             health_check_interval=10,
+                             retry=Retry(ExponentialWithJitterBackoff(base=0.25, cap=2.0), 3))
     name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     rt = Runtime(
         name=name,

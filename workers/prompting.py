@@ -138,6 +138,9 @@ def load_aux_models(settings: Settings) -> tuple[dict[str, Any], dict[str, float
     if settings.safety_policy != "allow":
         started = time.perf_counter()
         models["safety"] = load_checker(settings)
+        from PIL import Image
+
+        models["safety"].check([Image.new("RGB", (64, 64))])  # warm up like the others
         seconds["safety"] = round(time.perf_counter() - started, 3)
     return models, seconds
 

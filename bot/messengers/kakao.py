@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from bot import payload
 from bot.errors import NotAMessengerRequest, Unreadable
 from bot.events import Ack, Event, Picture, Reply, Text
 from bot.texts import detect_lang
@@ -94,7 +95,7 @@ def _secure_images(action: dict[str, Any]) -> tuple[list[str], bool]:
 def _photos(user_request: dict[str, Any], action: dict[str, Any], utterance: str) -> Photos:
     urls: list[str] = []
     media = _dict(_dict(user_request.get("params")).get("media"))
-    if media.get("type") in {"image", "video"}:
+    if media.get("type") in ("image", "video"):  # a tuple: the value may be unhashable
         if isinstance(media.get("url"), str) and media["url"].startswith("http"):
             urls.append(media["url"])
         elif utterance.strip().startswith("http"):
@@ -110,10 +111,7 @@ def parse(body: bytes, received_at: float, request_id: str) -> tuple[Event, Phot
     Raises NotAMessengerRequest (400) when this is not a Kakao request at all, and Unreadable
     (200 with a message) when it is one we cannot serve.
     """
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise NotAMessengerRequest("body is not JSON") from exc
+    data = payload.loads(body)  # JSON text, or NotAMessengerRequest
     if not isinstance(data, dict) or not isinstance(data.get("userRequest"), dict):
         raise NotAMessengerRequest("no userRequest")
     user_request: dict[str, Any] = data["userRequest"]
@@ -232,7 +230,7 @@ def post_callback(guard: UrlGuard, url: str, reply: Reply, deadline: float) -> s
 def _kakao_status(body: bytes) -> str:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return ""
     status = data.get("status") if isinstance(data, dict) else None
     return status if isinstance(status, str) else ""

@@ -22,7 +22,7 @@ from typing import Any
 import redis
 from flask import Blueprint, current_app, jsonify, request
 
-from bot import logs, metrics
+from bot import logs, metrics, payload
 from bot.errors import BodyTooLarge, NotAMessengerRequest, Unauthorized, WebhookError
 from bot.events import Event, Outcome, Picture, Reply, Text
 from bot.messengers import push
@@ -96,16 +96,13 @@ def _chat(source: dict[str, Any]) -> str | None:
 
 def parse(body: bytes, received_at: float) -> list[Message]:
     """The message and follow events of a webhook body; other events are skipped."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise NotAMessengerRequest("body is not JSON") from exc
+    data = payload.loads(body)  # JSON text, or NotAMessengerRequest
     if not isinstance(data, dict) or not isinstance(data.get("events"), list):
         raise NotAMessengerRequest("no events")
     found: list[Message] = []
     for item in data["events"]:
         item = _dict(item)
-        kind = item.get("type")
+        kind = item.get("type") if isinstance(item.get("type"), str) else None
         chat = _chat(_dict(item.get("source")))
         token = item.get("replyToken")
         event_id = item.get("webhookEventId")
@@ -113,6 +110,7 @@ def parse(body: bytes, received_at: float) -> list[Message]:
             continue
         message = _dict(item.get("message"))
         mtype = message.get("type") if kind == "message" else None
+        mtype = mtype if isinstance(mtype, str) else None  # a list would not hash
         text = message.get("text", "") if mtype == "text" else ""
         text = text.strip() if isinstance(text, str) else ""
         request_id = uuid.uuid4().hex
@@ -318,7 +316,6 @@ def webhook() -> Any:
                     metrics.refused(app.redis, "duplicate")
                     log.info("redelivered event ignored")
                     continue
-                metrics.inc(app.redis, "requests", messenger=NAME)
                 answer(message)
             except redis.RedisError as exc:
                 push.forget_delivery(app.redis, NAME, message.event_id)
@@ -345,7 +342,9 @@ def answer(message: Message) -> None:
             app, event, lambda max_bytes: api.content_bytes(image_id, max_bytes)
         )
     else:
-        outcome = push.push_core(app).handle(event)
+        outcome = push.push_core(app).handle(event)  # counts the request itself
+    if message.unsupported is not None or message.welcome or message.image_id is not None:
+        metrics.inc(ctx.redis, "requests", messenger=NAME)
     deliver_outcome(api, ctx, message, outcome)
 
 

@@ -47,20 +47,15 @@ def web_guard(app: Flask) -> UrlGuard:
     return found
 
 
-def dedup_key(messenger: str, delivery_id: str) -> str:
-    """The key that marks one messenger delivery (update or event id) as seen."""
-    return f"{keys.P}seen-delivery:{messenger}:{delivery_id}"
-
-
 def first_delivery(r: redis.Redis, messenger: str, delivery_id: str) -> bool:
     """True the first time a delivery id is seen; a redelivered or replayed one is False."""
-    return bool(r.set(dedup_key(messenger, delivery_id), "1", nx=True, ex=DEDUP_TTL_S))
+    return bool(r.set(keys.seen_delivery(messenger, delivery_id), "1", nx=True, ex=DEDUP_TTL_S))
 
 
 def forget_delivery(r: redis.Redis, messenger: str, delivery_id: str) -> None:
     """Let the messenger's retry through after we failed to take the delivery (Redis trouble)."""
     try:
-        r.delete(dedup_key(messenger, delivery_id))
+        r.delete(keys.seen_delivery(messenger, delivery_id))
     except redis.RedisError:
         log.warning("could not forget a delivery id", extra={"messenger": messenger})
 

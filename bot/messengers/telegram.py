@@ -20,7 +20,7 @@ import redis
 from flask import Blueprint, current_app, jsonify, request
 from urllib3 import encode_multipart_formdata
 
-from bot import logs, metrics
+from bot import logs, metrics, payload
 from bot.errors import NotAMessengerRequest, Unauthorized, WebhookError
 from bot.events import Event, Outcome, Picture, Reply, Text
 from bot.messengers import push
@@ -125,10 +125,7 @@ def _media_file_id(message: dict[str, Any]) -> str | None:
 
 def parse(body: bytes, received_at: float, request_id: str) -> Update:
     """Parse a webhook update; NotAMessengerRequest when it is not one."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise NotAMessengerRequest("body is not JSON") from exc
+    data = payload.loads(body)  # JSON text, or NotAMessengerRequest
     if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
         raise NotAMessengerRequest("no update_id")
     update_id = data["update_id"]
@@ -244,7 +241,7 @@ class BotApi:
             raise TelegramError(f"{method}: {exc}", retryable=exc.retryable) from exc
         try:
             data = json.loads(response.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             data = {}
         if response.status == 200 and _dict(data).get("ok") is True:
             return data.get("result")
@@ -370,7 +367,9 @@ def webhook() -> Any:
                 metrics.refused(app.redis, "duplicate")
                 log.info("duplicate update ignored", extra={"update_id": update.update_id})
                 return jsonify({"ok": True, "duplicate": True})
-            metrics.inc(app.redis, "requests", messenger=NAME)
+            if update.event is None or update.unsupported is not None or (
+                    update.photo_file_id is not None):
+                metrics.inc(app.redis, "requests", messenger=NAME)  # else core.handle counts it
             if update.event is not None:
                 answer(update)
         except redis.RedisError as exc:

@@ -1,0 +1,190 @@
+"""Redis killed and restarted, and an image store that cannot be written, with real processes.
+
+The module runs its own redis-server (AOF, fsync on every write, in a temporary folder) and one
+text-to-image worker whose image store starts out unwritable: its folder's parent is a regular
+file, which stops writes even for root.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from rq import Queue
+from rq.serializers import JSONSerializer
+from rq.suspension import resume, suspend
+
+from bot import keys
+from bot.app import create_app
+from bot.messengers.line import signature
+from bot.settings import Settings
+from tests.conftest import LOG_DIR, free_port, redis_server_binary, stop_process
+from tests.support import (
+    kakao_payload,
+    new_user,
+    start_worker,
+    wait_ready,
+    wait_until,
+    worker_env,
+)
+
+KAKAO_LIMIT_S = 4.5  # Kakao waits 5 s; the busy answer must come well inside
+OUTAGE_S = 5.0
+
+
+def start_aof_redis(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    """A redis-server that writes every command to its append-only file before answering."""
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+         "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
+         "--protected-mode", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    try:
+        assert wait_until(lambda: _pings(client), timeout=10), "redis-server did not start"
+    finally:
+        client.close()
+    return proc
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def outage(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Our own AOF Redis and one worker on it, whose image store cannot be written yet."""
+    folder = tmp_path_factory.mktemp("outage")
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    blocker = folder / "store"
+    blocker.write_text("a regular file where the image folder's parent should be")
+    state: dict[str, Any] = {"redis": start_aof_redis(folder / "redis", port)}
+    settings = {**stack["settings"], "redis_url": url, "media_dir": str(blocker / "media")}
+    log_path = LOG_DIR / "worker-outage.log"
+    worker = start_worker(worker_env({}, **settings), log_path=log_path)
+    # The test's own client reconnects after the restart (one retry on a dropped connection).
+    r = redis.Redis.from_url(url, socket_timeout=5, retry=Retry(NoBackoff(), 2))
+    try:
+        name = wait_ready(r, worker, log_path=log_path)
+        state.update(url=url, port=port, folder=folder, blocker=blocker, worker=worker,
+                     name=name, r=r, settings=settings, log=log_path)
+        yield state
+    finally:
+        stop_process(worker)
+        stop_process(state["redis"])
+        r.close()
+
+
+def app_for(outage: dict[str, Any], **overrides: Any) -> Any:
+    env = {f"KOALATALK_{k.upper()}": v for k, v in outage["settings"].items()}
+    return create_app(Settings.from_env(env, **overrides))
+
+
+def outputs(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return body.get("template", {}).get("outputs", [])
+
+
+def text_of(body: dict[str, Any]) -> str:
+    return " ".join(o["simpleText"]["text"] for o in outputs(body) if "simpleText" in o)
+
+
+def has_picture(body: dict[str, Any]) -> bool:
+    return any("simpleImage" in o for o in outputs(body))
+
+
+def timed_post(client: Any, path: str, **kwargs: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    response = client.post(path, **kwargs)
+    return response, time.perf_counter() - started
+
+
+def test_an_unwritable_image_store_apologises_and_the_worker_stays_up(
+    outage: dict[str, Any],
+) -> None:
+    client = app_for(outage, sync_wait_s=4.0).test_client()
+    user = new_user()
+    body = client.post("/kakao/skill", json=kakao_payload(user, "저장할 수 없는 그림")).get_json()
+    assert "문제가 생겼어요" in text_of(body) and not has_picture(body)
+    time.sleep(1.0)  # two heartbeats later the worker is still there
+    assert outage["worker"].poll() is None
+    assert outage["r"].exists(keys.heartbeat(outage["name"]))
+    assert outage["r"].get(keys.slot("kakao", user)) is None
+    outage["blocker"].unlink()  # the disk is writable again: the same worker draws
+    body = client.post("/kakao/skill", json=kakao_payload(user, "이제 저장되는 그림")).get_json()
+    assert has_picture(body), body
+
+
+def test_redis_killed_and_restarted_loses_no_queued_job_and_the_worker_reconnects(
+    outage: dict[str, Any], callback_server: Any
+) -> None:
+    r, port = outage["r"], outage["port"]
+    queue = Queue("text2image", connection=r, serializer=JSONSerializer)
+    client = app_for(outage, sync_wait_s=0.0).test_client()
+    user = new_user()
+    token = "outage" + user
+    # 1. A job waits in the queue: the worker is alive but suspended (rq suspend). rq looks at
+    # the suspension between jobs, so one job goes first.
+    suspend(r)
+    warm = app_for(outage, sync_wait_s=4.0).test_client()
+    assert has_picture(warm.post("/kakao/skill", json=kakao_payload(new_user(), "먼저")).get_json())
+    worker_key = f"rq:worker:{outage['name']}"
+    assert wait_until(lambda: r.hget(worker_key, "state") == b"suspended", timeout=10)
+    ack = client.post("/kakao/skill", json=kakao_payload(user, "정전 뒤의 그림",
+                                                         callback_server.url(token)))
+    assert ack.get_json()["useCallback"] is True
+    request_id = keys.as_text(r.get(keys.slot("kakao", user)) or b"")
+    assert queue.get_job_ids() == [request_id]
+    # 2. Redis dies without warning.
+    os.kill(outage["redis"].pid, signal.SIGKILL)
+    outage["redis"].wait(10)
+    killed_at = time.time()
+    # 3. While it is down every webhook answers at once, a friendly text for Kakao, never a 500.
+    cold = app_for(outage, sync_wait_s=3.0).test_client()  # a web process starting now
+    for c, text in ((client, "정전 중의 그림"), (cold, "도움말"), (cold, "고양이")):
+        response, took = timed_post(c, "/kakao/skill", json=kakao_payload(new_user(), text))
+        assert response.status_code == 200 and took < KAKAO_LIMIT_S, (response.status, took)
+        assert "잠시 쉬고 있어요" in text_of(response.get_json())
+    line_body = b'{"events": []}'
+    others = [
+        timed_post(cold, "/telegram/webhook", json={"update_id": 7, "message": {
+            "chat": {"id": 7}, "text": "hi"}},
+            headers={"X-Telegram-Bot-Api-Secret-Token": outage["settings"]["telegram_secret"]}),
+        timed_post(cold, "/line/webhook", data=line_body, content_type="application/json",
+                   headers={"X-Line-Signature": signature(
+                       line_body, outage["settings"]["line_channel_secret"])}),
+    ]
+    for path in ("/healthz", "/readyz", "/metrics", "/media/" + "a" * 32 + ".jpg"):
+        started = time.perf_counter()
+        others.append((cold.get(path), time.perf_counter() - started))
+    for response, took in others:
+        assert response.status_code != 500 and took < KAKAO_LIMIT_S, (response.request.path,)
+    assert cold.get("/healthz").status_code == 200
+    assert cold.get("/readyz").get_json()["redis"] is False
+    # 4. Longer than the worker's own retries (about 3.5 s): rq's loop ends and the worker
+    # must reconnect by itself. Then Redis comes back from its append-only file.
+    time.sleep(max(0.0, killed_at + OUTAGE_S - time.time()))
+    outage["redis"] = start_aof_redis(outage["folder"] / "redis", port)
+    assert queue.get_job_ids() == [request_id], "a queued job must survive the crash"
+    first = client.post("/kakao/skill", json=kakao_payload(new_user(), "도움말"))
+    assert "잠시 쉬고 있어요" not in text_of(first.get_json()), "the web reconnects at once"
+    # 5. The same worker process reconnects by itself, and the user gets the picture.
+    assert wait_until(lambda: r.exists(keys.heartbeat(outage["name"])), timeout=10)
+    resume(r)
+    calls = callback_server.wait_for(token, timeout=30)
+    assert calls and has_picture(calls[0].body), calls
+    assert outage["worker"].poll() is None, "the worker never exited"
+    assert len([c for c in callback_server.calls if c.token == token]) == 1
