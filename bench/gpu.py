@@ -534,6 +534,7 @@ def served_path(report: Report, model: Any, saved: Path, scratch: Path, stubs: P
     env = {"KOALATALK_MODE": "development", "KOALATALK_PRESET": scale.worker_preset,
            "KOALATALK_DEVICE": device, "KOALATALK_TRANSLATION": "false",
            "KOALATALK_SAFETY_POLICY": "allow", "KOALATALK_MAX_BATCH": "1",
+           "KOALATALK_COMPILE_UNET": "false",  # eager, as the in-process model it is compared to
            "KOALATALK_SYNC_WAIT_S": "4.5", "KOALATALK_MEDIA_DIR": str(media),
            "KOALATALK_RATE_LIMIT": "1000", "KOALATALK_DAILY_QUOTA": "0",
            "KOALATALK_LOG_LEVEL": "WARNING", "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1",

@@ -9,42 +9,59 @@ times a moving average of recent service times that the workers keep in Redis.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
 from bot import keys
 
-KEPT, DUPLICATE, RATE, QUOTA, BUSY, TOO_SLOW, ADMITTED, BLOCKED = range(8)
-NAMES = ("kept", "duplicate", "rate", "quota", "busy", "too_slow", "admitted", "blocked")
+KEPT, DUPLICATE, RATE, QUOTA, BUSY, TOO_SLOW, ADMITTED, BLOCKED, PHOTO = range(9)
+NAMES = ("kept", "duplicate", "rate", "quota", "busy", "too_slow", "admitted", "blocked", "photo")
+_SCRIPT: dict[str, str] = {}
 
 _ADMIT = """
--- KEYS: kept, dedupe, rate, quota, slot, queue, svc, blocked
+-- KEYS: kept, dedupe, rate, quota, slot, queue, svc, blocked, photo, pin, seen, metric
 -- ARGV: rid, slot_ttl, now, rate_window, rate_limit, quota_limit, dedupe_ttl,
---       svc_field, default_svc, workers, budget, check_limits, at_front, member
+--       svc_field, default_svc, workers, budget, check_limits, at_front, member,
+--       first_look, seen_ttl, metric_field
+-- first_look = '1': the caller has not read the user's state yet (the webhook's fast path);
+-- this call then also counts the request, marks first contact and takes the pinned seed.
 local now = tonumber(ARGV[3])
-if redis.call('SISMEMBER', KEYS[8], ARGV[14]) == 1 then return {7, ''} end
+local first = ARGV[15] == '1'
+if first and redis.call('EXISTS', KEYS[9]) == 1 then return {8, '', '', 0} end
+local pin, fresh = '', 0
+if first then
+  redis.call('HINCRBY', KEYS[12], ARGV[17], 1)
+  if redis.call('SET', KEYS[11], '1', 'NX', 'EX', ARGV[16]) then fresh = 1 end
+  pin = redis.call('GET', KEYS[10]) or ''
+end
+if redis.call('SISMEMBER', KEYS[8], ARGV[14]) == 1 then return {7, '', '', fresh} end
 local kept = redis.call('LLEN', KEYS[1])
-if kept > 0 then return {0, kept} end
+if kept > 0 then return {0, kept, '', fresh} end
 local dup = redis.call('GET', KEYS[2])
-if dup then return {1, dup} end
+if dup then return {1, dup, '', fresh} end
 local limits = ARGV[12] == '1'
-if limits then
+local rate_limit = tonumber(ARGV[5])
+local quota_limit = tonumber(ARGV[6])
+if limits and rate_limit > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]))
-  local recent = redis.call('ZCARD', KEYS[3])
-  if recent >= tonumber(ARGV[5]) then
+  if redis.call('ZCARD', KEYS[3]) >= rate_limit then
     local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-    return {2, tostring(math.ceil(tonumber(oldest[2]) + tonumber(ARGV[4]) - now))}
+    return {2, tostring(math.ceil(tonumber(oldest[2]) + tonumber(ARGV[4]) - now)), '', fresh}
   end
+end
+if limits and quota_limit > 0 then
   local used = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if tonumber(ARGV[6]) > 0 and used >= tonumber(ARGV[6]) then return {3, tostring(used)} end
+  if used >= quota_limit then return {3, tostring(used), '', fresh} end
 end
 if not redis.call('SET', KEYS[5], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  return {4, redis.call('GET', KEYS[5])}
+  return {4, redis.call('GET', KEYS[5]), '', fresh}
 end
 local svc = tonumber(redis.call('HGET', KEYS[7], ARGV[8]) or ARGV[9])
 local ahead = 0
@@ -53,16 +70,19 @@ local workers = math.max(1, tonumber(ARGV[10]))
 local estimate = (math.floor(ahead / workers) + 1) * svc
 if estimate > tonumber(ARGV[11]) then
   redis.call('DEL', KEYS[5])
-  return {5, tostring(estimate)}
+  return {5, tostring(estimate), '', fresh}
 end
-if limits then
+if limits and rate_limit > 0 then
   redis.call('ZADD', KEYS[3], now, ARGV[1])
   redis.call('EXPIRE', KEYS[3], math.ceil(tonumber(ARGV[4])) + 1)
+end
+if limits and quota_limit > 0 then
   redis.call('INCR', KEYS[4])
   redis.call('EXPIRE', KEYS[4], 172800)
 end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[7])
-return {6, tostring(ahead) .. ':' .. tostring(estimate)}
+if pin ~= '' then redis.call('DEL', KEYS[10]) end
+return {6, tostring(ahead) .. ':' .. tostring(estimate), pin, fresh}
 """
 
 
@@ -89,6 +109,8 @@ class Decision:
     retry_after_s: float = 0.0  # for rate and too_slow refusals
     holder: str = ""  # the request holding the slot, or the duplicate's request id
     count: int = 0  # kept results waiting, or the quota used
+    pin: int | None = None  # first look: the seed `같은 시드로` kept, taken when admitted
+    first_contact: bool = False  # first look: this is the first message seen from the user
 
     @property
     def name(self) -> str:
@@ -120,53 +142,58 @@ def admit(
     budget_s: float,
     slot_ttl_s: int,
     limits: Limits,
+    first_look: bool = False,
+    seen_ttl_s: int = 86400,
 ) -> Decision:
     """Decide in one atomic step whether this request is queued."""
+    from bot import metrics
+
     now = time.time()
-    status, value = r.eval(
-        _ADMIT,
-        8,
-        keys.kept(messenger, user),
-        dedupe_key(messenger, user, text),
-        keys.user("rate", messenger, user),
-        quota_key(messenger, user),
-        keys.slot(messenger, user),
-        queue_key,
-        keys.SERVICE_TIMES,
-        keys.BLOCKED,
-        request_id,
-        max(1, slot_ttl_s),
-        f"{now:.6f}",
-        limits.rate_window_s,
-        limits.rate_limit,
-        limits.daily_quota,
-        limits.dedupe_ttl_s,
-        service_field,
-        limits.default_service_s,
-        workers,
-        f"{budget_s:.3f}",
-        "1" if limits.check_limits else "0",
-        "1" if limits.at_front else "0",
-        f"{messenger}:{user}",
+    keys_ = (
+        keys.kept(messenger, user), dedupe_key(messenger, user, text),
+        keys.user("rate", messenger, user), quota_key(messenger, user),
+        keys.slot(messenger, user), queue_key, keys.SERVICE_TIMES, keys.BLOCKED,
+        keys.photo_session(messenger, user), keys.seed_pin(messenger, user),
+        keys.seen_user(messenger, user), metrics.key("requests"),
     )
+    args = (
+        request_id, max(1, slot_ttl_s), f"{now:.6f}", limits.rate_window_s, limits.rate_limit,
+        limits.daily_quota, limits.dedupe_ttl_s, service_field, limits.default_service_s,
+        workers, f"{budget_s:.3f}", "1" if limits.check_limits else "0",
+        "1" if limits.at_front else "0", f"{messenger}:{user}", "1" if first_look else "0",
+        seen_ttl_s, metrics.request_field(messenger),
+    )
+    status, value, pin, fresh = _run_script(r, keys_, args)
     text_value = keys.as_text(value) if isinstance(value, bytes | str) else str(value)
+    pin_text = keys.as_text(pin) if isinstance(pin, bytes | str) else ""
     status = int(status)
+    found = Decision(status, pin=int(pin_text) if pin_text.isdigit() else None,
+                     first_contact=bool(fresh))
     if status == ADMITTED:
         ahead, estimate = text_value.split(":")
-        return Decision(status, ahead=int(ahead), estimate_s=float(estimate))
+        return dataclasses.replace(found, ahead=int(ahead), estimate_s=float(estimate))
     if status == KEPT:
-        return Decision(status, count=int(text_value))
+        return dataclasses.replace(found, count=int(text_value))
     if status == RATE:
-        return Decision(status, retry_after_s=float(text_value))
+        return dataclasses.replace(found, retry_after_s=float(text_value))
     if status == QUOTA:
-        return Decision(status, count=int(float(text_value)))
+        return dataclasses.replace(found, count=int(float(text_value)))
     if status == TOO_SLOW:
-        return Decision(
-            status,
-            estimate_s=float(text_value),
-            retry_after_s=max(30.0, float(text_value) - budget_s),
-        )
-    return Decision(status, holder=text_value)
+        return dataclasses.replace(found, estimate_s=float(text_value),
+                                   retry_after_s=max(30.0, float(text_value) - budget_s))
+    return dataclasses.replace(found, holder=text_value)
+
+
+def _run_script(r: redis.Redis, keys_: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+    """EVALSHA the admission script, loading it once per Redis server when missing."""
+    sha = _SCRIPT.get("admit")
+    if sha is not None:
+        try:
+            return r.evalsha(sha, len(keys_), *keys_, *args)
+        except redis.exceptions.NoScriptError:
+            pass
+    _SCRIPT["admit"] = sha = keys.as_text(r.script_load(_ADMIT))
+    return r.evalsha(sha, len(keys_), *keys_, *args)
 
 
 def refund(r: redis.Redis, messenger: str, user: str, request_id: str, day: str) -> None:

@@ -34,6 +34,9 @@ ACTIONS = frozenset({"draw", "restyle", "same_seed", "photo_restyle", "photo_fir
 REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(Request))
 
 
+DEFERRED_SEED = -1  # web process only: the seed is chosen at admission, never enqueued as -1
+
+
 class Drawing:
     """Plans drawing requests for one web process."""
 
@@ -46,7 +49,7 @@ class Drawing:
         self.canvas = (preset.width, preset.height) if preset else (1024, 1024)
 
     def plan(self, event: Event, action: Action, photo: str | None = None,
-             pin: bytes | None = None) -> Request | Reply:
+             pin: bytes | None = None, defer_seed: bool = False) -> Request | Reply:
         """A Request to queue, or a Reply; `photo` is the session's photo id, if any, and `pin`
         the seed `같은 시드로` kept (read by the caller with the user's other state)."""
         lang = event.lang
@@ -58,7 +61,7 @@ class Drawing:
             return Reply((Text(say("photo_first", lang)),), help_quick_replies(lang), kind="error")
         if action.name == "photo_restyle" and photo is not None:
             return self._photo(event, action.text, photo, pin)
-        return self._prompt(event, action.text, pin)
+        return self._prompt(event, action.text, pin, defer_seed)
 
     def notice(self, lang: str) -> str:
         """The one-line notice a new user's first answer carries."""
@@ -70,7 +73,8 @@ class Drawing:
 
     # --- one per action ----------------------------------------------------------------------
 
-    def _prompt(self, event: Event, text: str, pin: bytes | None) -> Request | Reply:
+    def _prompt(self, event: Event, text: str, pin: bytes | None,
+                defer_seed: bool = False) -> Request | Reply:
         lang = event.lang
         try:
             found = options.parse(text, self.settings.max_prompt_chars)
@@ -80,7 +84,8 @@ class Drawing:
         refused = self._refuse(event, found.prompt)
         if refused is not None:
             return refused
-        pinned = self._take_pin(event, pin)
+        # Deferred: admission reads the pinned seed in its own round trip (Core._fast_draw).
+        pinned = DEFERRED_SEED if defer_seed else self._take_pin(event, pin)
         width, height = options.size_for(found.shape, *self.canvas)
         return Request(
             prompt=found.prompt,

@@ -89,6 +89,11 @@ def _field(spec: Spec, labels: dict[str, str]) -> str:
     return SEP.join(_clean(labels[name]) for name in spec.labels)
 
 
+def request_field(messenger: str) -> str:
+    """The `requests` counter's field for a messenger (admission counts it inside its script)."""
+    return _field(COUNTERS["requests"], {"messenger": messenger})
+
+
 def _clean(value: object) -> str:
     text = str(value)
     return "".join(c if c.isprintable() and c != SEP else "_" for c in text)[:64]

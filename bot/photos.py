@@ -156,6 +156,7 @@ def normalise(data: bytes, fmt: str, max_pixels: int, decode_by: float | None = 
             # 4. RGB, scaled down, re-encoded without the original's metadata.
             rgb = to_rgb(frame)
             rgb.thumbnail((STORED_MAX_SIDE, STORED_MAX_SIDE), Image.Resampling.LANCZOS)
+            rgb.info.clear()  # Pillow would copy a JPEG comment (COM) of the original
             out = io.BytesIO()
             rgb.save(out, "JPEG", quality=JPEG_QUALITY)
             return out.getvalue()

@@ -5,6 +5,7 @@ It knows no messenger's JSON: it takes an Event and returns an Outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -40,6 +41,16 @@ class UserState:
     first_contact: bool
 
 
+@dataclass
+class FirstLook:
+    """What the fast path's admission read about the user, who was not looked up before."""
+
+    photo: bool = False  # a photo session is live: decide again, the long way
+    pin: int | None = None  # the seed `같은 시드로` kept for this prompt
+    first_contact: bool = False
+    looked: bool = False  # admission may run twice (kept results, a lost job); one look
+
+
 class Core:
     """Turns events into outcomes; one per web process."""
 
@@ -63,9 +74,42 @@ class Core:
     # 1. Decide --------------------------------------------------------------------------------
     def handle(self, event: Event) -> Outcome:
         """Answer one message; a new user's first answer carries the notice."""
-        state = self._prefetch(event)
+        fast = self._fast_draw(event)
+        if fast is not None:
+            return fast
+        return self._long_way(event, self._prefetch(event))
+
+    def _long_way(self, event: Event, state: UserState) -> Outcome:
         outcome = self._handle(event, state)
         if state.first_contact:
+            return drawing.with_notice(outcome, self.drawing.notice(event.lang))
+        return outcome
+
+    def _fast_draw(self, event: Event) -> Outcome | None:
+        """The common message, a prompt from a user with no photo session, in two round trips.
+
+        Admission itself reads what `_prefetch` would (photo session, pinned seed, first
+        contact) and counts the request; a user with a photo session goes the long way.
+        """
+        if event.image_urls or event.text.startswith("/"):
+            return None
+        action = intents.decide(event.text, has_photo=False)
+        if action.name != "draw":
+            return None
+        planned = self.drawing.plan(event, action, None, None, defer_seed=True)
+        if not isinstance(planned, Request):  # refused or a bad option: no admission needed
+            state = self._prefetch(event)
+            if state.photo is not None:  # with a photo the same words may be a question
+                return self._long_way(event, state)
+            outcome = _reply(planned, event)
+            if state.first_contact:
+                return drawing.with_notice(outcome, self.drawing.notice(event.lang))
+            return outcome
+        look = FirstLook()
+        outcome = self.submit(event, planned, look=look)
+        if look.photo:
+            return None
+        if look.first_contact:
             return drawing.with_notice(outcome, self.drawing.notice(event.lang))
         return outcome
 
@@ -156,12 +200,14 @@ class Core:
 
     # 2. Admit and enqueue ------------------------------------------------------------------------
     def submit(
-        self, event: Event, request: Request, task: str = "draw", hold_slot: bool = True
+        self, event: Event, request: Request, task: str = "draw", hold_slot: bool = True,
+        look: FirstLook | None = None,
     ) -> Outcome:
         """Queue a job for the user unless one is already in flight, then wait briefly.
 
         `hold_slot=False` queues without the user's slot (a photo fetch handed to the worker:
-        its URLs expire, so it must not wait for the user's other job)."""
+        its URLs expire, so it must not wait for the user's other job). `look`: the fast path,
+        whose admission also reads the user's state into it."""
         s = self.settings
         life = (s.callback_deadline_s if event.callback_url
                 else min(s.pull_deadline_s, s.kept_ttl_s))
@@ -179,9 +225,13 @@ class Core:
         )
         operator = self.ops.is_operator(event)
         if hold_slot:
-            refusal = self._admit(event, job, life, operator)
+            refusal = self._admit(event, job, life, operator, look)
             if refusal is not None:
                 return refusal
+        if request.seed == drawing.DEFERRED_SEED:
+            pinned = look.pin if look is not None and look.pin is not None else new_seed()
+            request = dataclasses.replace(request, seed=pinned)
+            job = dataclasses.replace(job, request=request)
         # One round trip: the job, the user's last prompt and, when there is no time left to
         # wait, the slow-path claim, in one MULTI so the worker cannot finish in between.
         claim_now = event.received_at + s.sync_wait_s - time.time() < 0.01
@@ -207,7 +257,8 @@ class Core:
             return self.answer(event, handover.claimed(results[-1]), job)
         return self.wait(event, job)
 
-    def _admit(self, event: Event, job: Job, life: float, operator: bool) -> Outcome | None:
+    def _admit(self, event: Event, job: Job, life: float, operator: bool,
+               look: FirstLook | None = None) -> Outcome | None:
         """Admission (bot/admission.py): None when the job may be queued, else the answer."""
         s, lang = self.settings, event.lang
         if self.ops.is_blocked_by_settings(event):
@@ -225,7 +276,12 @@ class Core:
             check_limits=not operator, at_front=operator)
         budget = event.received_at + life - time.time() - 1.0
         decision = self._decide(event, job, workers, budget, int(life + s.job_timeout_s + 60),
-                                limits)
+                                limits, look)
+        if look is not None:
+            look.photo, look.looked = decision.status == admission.PHOTO, True
+            look.pin, look.first_contact = decision.pin, decision.first_contact
+            if look.photo:
+                return Outcome()  # not an answer: the caller decides again with the photo
         if decision.status == admission.KEPT:
             kept = self._kept_first(event)
             if kept is not None:
@@ -240,6 +296,8 @@ class Core:
                 decision = self._decide(event, job, workers, budget,
                                         int(life + s.job_timeout_s + 60), limits)
         if decision.status == admission.ADMITTED:
+            if look is not None and look.pin is not None and decision.pin is None:
+                self.r.delete(keys.seed_pin(event.messenger, event.user))  # admitted on a retry
             job.meta.update(quota_day=time.strftime("%Y%m%d", time.gmtime()),
                             ahead=decision.ahead, estimate_s=round(decision.estimate_s, 2))
             return None
@@ -272,12 +330,14 @@ class Core:
         return self._kept_first(event)
 
     def _decide(self, event: Event, job: Job, workers: int, budget: float, slot_ttl: int,
-                limits: admission.Limits) -> admission.Decision:
+                limits: admission.Limits, look: FirstLook | None = None) -> admission.Decision:
         return admission.admit(
             self.r, messenger=event.messenger, user=event.user, text=event.text or job.task,
             request_id=event.request_id, queue_key=self.queue(job.queue).key,
             service_field=admission.service_field(job.queue, job.preset), workers=workers,
-            budget_s=budget, slot_ttl_s=slot_ttl, limits=limits)
+            budget_s=budget, slot_ttl_s=slot_ttl, limits=limits,
+            first_look=look is not None and not look.looked,
+            seen_ttl_s=self.settings.session_ttl_s)
 
     def _refuse(self, event: Event, reason: str, text: str) -> Outcome:
         log.info("refused", extra={"reason": reason})

@@ -52,7 +52,8 @@ def slow(redis_url: str, stack: Any) -> Any:
     url = redis_db(redis_url, 7)
     r = redis.Redis.from_url(url)
     r.flushdb()
-    env = worker_env({}, **{**stack["settings"], "redis_url": url, "debug_job_delay_s": "1.5"})
+    env = worker_env({}, **{**stack["settings"], "redis_url": url, "debug_job_delay_s": "1.5",
+                            "max_batch": "1"})
     log_path = LOG_DIR / "worker-admission.log"
     proc = start_worker(env, log_path=log_path)
     try:

@@ -1,18 +1,18 @@
 """Property-based fuzzing of every webhook and messenger parser, and the OpenAPI description.
 
-Each property runs with a fixed, derandomized example budget (BUDGET), so a run is repeatable
+Each property runs with a fixed, derandomized example budget (`budget`), so a run is repeatable
 and its cost known. Parsers may only raise their documented errors; webhooks never answer 5xx,
 never raise, never log an unexpected error, and stay within a memory bound (tracemalloc peak).
 The web app runs against Redis database 13, where no worker lives: nothing is processed, and
 admission answers that no worker is there, which is a fine answer to fuzz.
-`pytest --run-slow -k fuzz` runs the same properties with ten times the budget.
+`pytest --run-slow tests/test_fuzz.py` also runs them with ten times the budget.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
+import re
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -36,15 +36,16 @@ from tests.support import redis_db
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 DB = 13
-EXAMPLES = 200 * (10 if os.environ.get("KOALATALK_FUZZ_LONG") else 1)
-BUDGET = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.filter_too_much],
-)
+FAST, LONG = 200, 2000  # examples per property: default suite, and `--run-slow`
+OPENAPI_FAST, OPENAPI_LONG = 25, 250  # per OpenAPI operation
+
+
+def budget(examples: int) -> settings:
+    """A fixed, repeatable budget: derandomized, no example database, no deadline."""
+    return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=list(HealthCheck))
+
+
 # Peak traced allocations while one body is handled (bodies are at most a few hundred kB).
 PARSER_PEAK_BYTES = 8_000_000
 WEBHOOK_PEAK_BYTES = 16_000_000
@@ -53,17 +54,24 @@ WEBHOOK_PEAK_BYTES = 16_000_000
 
 HOSTILE = [
     "", " ", "\x00", "\x00\x01\x02\x1b[31m", "\u202eevil\u202c", "\u200f\u200e\u2066x\u2069",
-    "\ufeff", "\ud800", "a\udfffb", "가" * 1200, "x" * 5000, "도움말", "다시 그리기", "결과 보기",
+    "\ufeff", "가" * 1200, "x" * 5000, "도움말", "다시 그리기", "결과 보기",
     "취소", "/점검 끝", "/차단 u1", "!원문", "--seed 99999999999999999999", "--ar 0:0",
     "### Human: <im_start><im_patch></s>", "{{7*7}}", "${jndi:ldap://x}", "<script>", "' OR 1=1",
     "http://127.0.0.1:6379/", "https://talk.kakaocdn.net/dna/x.jpg", "file:///etc/passwd",
     "List(https://talk.kakaocdn.net/a.jpg, http://10.0.0.1/b.jpg)", "\n" * 50, "🐨" * 300,
 ]
-texts = st.one_of(
-    st.text(max_size=80),
-    st.sampled_from(HOSTILE),
-    st.text(alphabet=st.characters(categories=["Cs", "Cc", "Cf", "Zl", "Zp"]),
-            max_size=8),
+
+
+def mostly(common: st.SearchStrategy[Any], rare: st.SearchStrategy[Any], odds: int = 7
+           ) -> st.SearchStrategy[Any]:
+    """`common` `odds` times in `odds + 1`, else `rare` (one_of would weigh them alike)."""
+    return st.integers(0, odds).flatmap(lambda i: rare if i == odds else common)
+
+
+texts = mostly(
+    st.one_of(st.text(max_size=80), st.sampled_from(HOSTILE)),
+    st.text(alphabet=st.characters(categories=["Cc", "Cf", "Zl", "Zp", "Co"]), max_size=8),
+    odds=5,
 )
 urls = st.one_of(
     st.sampled_from([
@@ -74,6 +82,7 @@ urls = st.one_of(
     ]),
     texts,
 )
+ids = mostly(st.text(min_size=1, max_size=40).filter(str.strip), texts)
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), texts)
 json_values = st.recursive(
     scalars,
@@ -83,8 +92,8 @@ json_values = st.recursive(
 
 
 def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """Mostly the field as the messenger sends it, sometimes anything at all."""
-    return st.one_of(strategy, strategy, strategy, json_values)
+    """Mostly the field as the messenger sends it (7 in 8), sometimes anything at all."""
+    return mostly(strategy, json_values)
 
 
 def plugin_value() -> st.SearchStrategy[Any]:
@@ -102,7 +111,7 @@ kakao_bodies = st.fixed_dictionaries(
         "userRequest": maybe(st.fixed_dictionaries(
             {
                 "utterance": maybe(texts),
-                "user": maybe(st.fixed_dictionaries({"id": maybe(texts), "type": texts})),
+                "user": maybe(st.fixed_dictionaries({"id": maybe(ids), "type": texts})),
                 "lang": maybe(texts),
             },
             optional={
@@ -169,13 +178,15 @@ def as_bytes(bodies: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
         bodies.map(lambda b: json.dumps(b).encode()),
         bodies.map(lambda b: json.dumps(b, ensure_ascii=False).encode("utf-8", "surrogatepass")),
     )
-    return st.one_of(
-        encoded, encoded, encoded,
+    return mostly(encoded, st.one_of(
         st.tuples(encoded, st.integers(0, 200)).map(lambda t: t[0][: t[1]]),
         json_values.map(lambda v: json.dumps(v).encode()),
         st.binary(max_size=512),
-        st.sampled_from([b"[" * 100_000, b'{"a":' * 50_000, b"\xff\xfe\x00", b"null", b"1e999"]),
-    )
+        st.sampled_from([b"[" * 100_000, b'{"a":' * 50_000, b"\xff\xfe\x00", b"null", b"1e999",
+                         # lone surrogates: valid JSON escapes, but no Unicode text
+                         b'{"userRequest": {"user": {"id": "\\ud800"}, "utterance": "a\\udfffb"}}',
+                         b'{"update_id": 1, "message": {"chat": {"id": "\\udc00"}, "text": "x"}}']),
+    ), odds=3)
 
 
 # --- the parsers ---------------------------------------------------------------------------
@@ -193,7 +204,6 @@ def traced(call: Callable[[], Any], bound: int) -> Any:
     return result
 
 
-@BUDGET
 @given(body=as_bytes(kakao_bodies))
 def kakao_parser(body: bytes) -> None:
     try:
@@ -208,7 +218,6 @@ def kakao_parser(body: bytes) -> None:
     assert event.lang in {"ko", "en"}
 
 
-@BUDGET
 @given(body=as_bytes(telegram_bodies))
 def telegram_parser(body: bytes) -> None:
     try:
@@ -221,7 +230,6 @@ def telegram_parser(body: bytes) -> None:
         assert update.photo_file_id is None or isinstance(update.photo_file_id, str)
 
 
-@BUDGET
 @given(body=as_bytes(line_bodies))
 def line_parser(body: bytes) -> None:
     try:
@@ -237,7 +245,7 @@ def line_parser(body: bytes) -> None:
 @pytest.mark.parametrize("parser", [kakao_parser, telegram_parser, line_parser],
                          ids=["kakao", "telegram", "line"])
 def test_parsers_raise_only_their_own_errors_within_bounded_memory(parser: Any) -> None:
-    parser()
+    budget(FAST)(parser)()
 
 
 # --- the webhooks, through the real app ----------------------------------------------------
@@ -299,7 +307,6 @@ def webhook_property(app: Any, path: str, bodies: st.SearchStrategy[bytes],
                      headers: Callable[[bytes], dict[str, str]]) -> Callable[[], None]:
     client = app.test_client()
 
-    @BUDGET
     @given(body=bodies, content_type=st.sampled_from(["application/json"] * 6 + ["text/plain"]))
     def run(body: bytes, content_type: str) -> None:
         response = traced(lambda: client.post(path, data=body, content_type=content_type,
@@ -320,10 +327,8 @@ def line_headers(secret: str) -> Callable[[bytes], dict[str, str]]:
     return sign
 
 
-@pytest.mark.parametrize("messenger", ["kakao", "telegram", "line"])
-def test_webhooks_never_fail_and_stay_within_bounded_memory(
-    fuzz_app: Any, stack: Any, messenger: str
-) -> None:
+def webhook_case(stack: Any, messenger: str
+                 ) -> tuple[str, st.SearchStrategy[bytes], Callable[[bytes], dict[str, str]]]:
     settings_ = stack["settings"]
     cases = {
         "kakao": ("/kakao/skill", as_bytes(kakao_bodies), lambda _b: {}),
@@ -332,14 +337,19 @@ def test_webhooks_never_fail_and_stay_within_bounded_memory(
         "line": ("/line/webhook", as_bytes(line_bodies),
                  line_headers(settings_["line_channel_secret"])),
     }
-    path, bodies, headers = cases[messenger]
+    return cases[messenger]
+
+
+@pytest.mark.parametrize("messenger", ["kakao", "telegram", "line"])
+def test_webhooks_never_fail_and_stay_within_bounded_memory(
+    fuzz_app: Any, stack: Any, messenger: str
+) -> None:
     trouble = fuzz_app.extensions["trouble"]
     trouble.found.clear()
-    webhook_property(fuzz_app, path, bodies, headers)()
+    budget(FAST)(webhook_property(fuzz_app, *webhook_case(stack, messenger)))()
     assert trouble.found == []
 
 
-@BUDGET
 @given(
     session=maybe(texts), token=st.text(min_size=1, max_size=80).filter(lambda t: "/" not in t),
     body=as_bytes(json_values), upload=st.binary(max_size=2048),
@@ -364,24 +374,58 @@ def playground_property(app: Any, session: Any, token: str, body: bytes, upload:
 def test_playground_endpoints_never_fail(fuzz_app: Any) -> None:
     trouble = fuzz_app.extensions["trouble"]
     trouble.found.clear()
-    playground_property(fuzz_app)
+    budget(FAST)(playground_property)(fuzz_app)
     assert trouble.found == []
 
 
 # --- the OpenAPI description, checked with schemathesis --------------------------------------
 
 
-@pytest.fixture(scope="module")
-def openapi_schema(fuzz_app: Any) -> Any:
-    return schemathesis.openapi.from_wsgi("/openapi.yaml", fuzz_app)
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_schema_conformance]
 
 
-api = schemathesis.pytest.from_fixture("openapi_schema")
+def test_every_endpoint_answers_as_its_openapi_description_says(fuzz_app: Any) -> None:
+    check_openapi(fuzz_app, OPENAPI_FAST)
 
 
-@api.parametrize()
-@settings(max_examples=25, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
-def test_every_endpoint_answers_as_its_openapi_description_says(case: Any) -> None:
-    case.call_and_validate(checks=[not_a_server_error, status_code_conformance,
-                                   content_type_conformance, response_schema_conformance])
+def check_openapi(fuzz_app: Any, examples: int) -> None:
+    """Every route is described, and generated requests get the answers described."""
+    schema = schemathesis.openapi.from_wsgi("/openapi.yaml", fuzz_app)
+    described = {(method.upper(), path) for path, item in schema.raw_schema["paths"].items()
+                 for method in item}
+    routes = {(method, re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule))
+              for rule in fuzz_app.url_map.iter_rules() if rule.endpoint != "playground.static"
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    assert routes == described, "every route is described, and only those"
+    for operation in (result.ok() for result in schema.get_all_operations()):
+        # A documented 5xx (readiness, Redis down for Telegram and LINE) is a conforming answer;
+        # everywhere else a 5xx fails.
+        documented_5xx = any(str(code).startswith("5") for code in operation.definition.raw.get(
+            "responses", {}))
+        conforms(operation, CHECKS[1:] if documented_5xx else CHECKS, examples)
+
+
+def conforms(operation: Any, checks: list[Any], examples: int) -> None:
+    """Generated requests to one operation get answers its description allows."""
+
+    @budget(examples)
+    @given(case=operation.as_strategy())
+    def run(case: Any) -> None:
+        case.call_and_validate(checks=checks)
+
+    run()
+
+
+@pytest.mark.slow
+def test_long_fuzz_runs(fuzz_app: Any, stack: Any) -> None:
+    """Ten times the default budgets (`pytest --run-slow tests/test_fuzz.py`)."""
+    trouble = fuzz_app.extensions["trouble"]
+    trouble.found.clear()
+    for parser in (kakao_parser, telegram_parser, line_parser):
+        budget(LONG)(parser)()
+    for messenger in ("kakao", "telegram", "line"):
+        budget(LONG)(webhook_property(fuzz_app, *webhook_case(stack, messenger)))()
+    budget(LONG)(playground_property)(fuzz_app)
+    check_openapi(fuzz_app, OPENAPI_LONG)
+    assert trouble.found == []

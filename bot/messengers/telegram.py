@@ -101,13 +101,19 @@ def _command(text: str) -> str:
     return head if head in {"/start", "/help"} else f"{head} {rest}".strip()
 
 
+def _area(size: dict[str, Any]) -> int:
+    """Width times height of a photo size; 0 when either is not a number."""
+    width, height = size.get("width"), size.get("height")
+    return width * height if isinstance(width, int) and isinstance(height, int) else 0
+
+
 def _media_file_id(message: dict[str, Any]) -> str | None:
     """The file of a photo (its largest size), an image or clip sent as a file, or a video."""
     sizes = message.get("photo")
     if isinstance(sizes, list) and sizes:
         largest = max(
             (s for s in sizes if isinstance(s, dict) and isinstance(s.get("file_id"), str)),
-            key=lambda s: (s.get("width", 0) or 0) * (s.get("height", 0) or 0),
+            key=_area,
             default=None,
         )
         return largest["file_id"] if largest else None
