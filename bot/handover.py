@@ -54,7 +54,8 @@ class Claim:
         return cls(how or "pull", float(stamp) if stamp else 0.0)
 
 
-def worker_finish(r: redis.Redis, request_id: str, reply: Reply) -> Claim:
+def worker_finish(r: redis.Redis, request_id: str, reply: Reply,
+                  ttl_s: int = CLAIM_TTL_S) -> Claim:
     """Store the job's reply and claim its delivery; returns the claim that holds."""
     raw = r.eval(
         _WORKER_FINISH,
@@ -63,12 +64,13 @@ def worker_finish(r: redis.Redis, request_id: str, reply: Reply) -> Claim:
         keys.claim(request_id),
         keys.wake(request_id),
         json.dumps(reply.to_dict()),
-        CLAIM_TTL_S,
+        ttl_s,
     )
     return Claim.parse(raw)
 
 
-def webhook_claim(r: redis.Redis | Pipeline, request_id: str, how: str) -> Any:
+def webhook_claim(r: redis.Redis | Pipeline, request_id: str, how: str,
+                  ttl_s: int = CLAIM_TTL_S) -> Any:
     """Claim delivery for the slow path (`callback` or `pull`).
 
     On a client: None when the claim is ours (acknowledge now), or the finished reply when the
@@ -77,7 +79,7 @@ def webhook_claim(r: redis.Redis | Pipeline, request_id: str, how: str) -> Any:
     """
     value = f"{how}:{time.time():.3f}"
     result = r.eval(
-        _WEBHOOK_CLAIM, 2, keys.claim(request_id), keys.result(request_id), value, CLAIM_TTL_S
+        _WEBHOOK_CLAIM, 2, keys.claim(request_id), keys.result(request_id), value, ttl_s
     )
     if isinstance(r, Pipeline):
         return result
@@ -90,7 +92,8 @@ def claimed(result: Any) -> Reply | None:
     return None if won else _reply(raw)
 
 
-def webhook_wait(r: redis.Redis, request_id: str, budget_s: float, how: str) -> Reply | None:
+def webhook_wait(r: redis.Redis, request_id: str, budget_s: float, how: str,
+                 ttl_s: int = CLAIM_TTL_S) -> Reply | None:
     """Wait up to budget_s for the worker's direct hand-over, then claim the slow path.
 
     Returns the reply to answer directly, or None when the slow path (`how`) is ours.
@@ -99,7 +102,7 @@ def webhook_wait(r: redis.Redis, request_id: str, budget_s: float, how: str) -> 
         woke = r.blpop([keys.wake(request_id)], timeout=budget_s)
         if woke is not None:
             return _reply(r.get(keys.result(request_id)))
-    return webhook_claim(r, request_id, how)
+    return webhook_claim(r, request_id, how, ttl_s)
 
 
 def _reply(raw: Any) -> Reply:

@@ -239,13 +239,14 @@ class Core:
             with self.r.pipeline() as pipe:
                 self.queue(job.queue).enqueue_call(
                     job.function, args=(job.to_dict(),), job_id=job.request_id,
-                    timeout=s.job_timeout_s, result_ttl=3600, failure_ttl=86400,
+                    timeout=s.job_timeout_s, result_ttl=s.record_ttl_s, failure_ttl=86400,
                     description=f"{task} {job.request_id}", pipeline=pipe, at_front=operator)
                 if task == "draw":
                     self.sessions.remember_prompt(event.messenger, event.user,
                                                   _redraw_fields(request), pipe)
                 if claim_now:
-                    handover.webhook_claim(pipe, event.request_id, _slow_path(event))
+                    handover.webhook_claim(pipe, event.request_id, _slow_path(event),
+                                           s.record_ttl_s)
                 results = pipe.execute()
         except Exception:
             slots.release(self.r, event.messenger, event.user, event.request_id)
@@ -370,7 +371,8 @@ class Core:
     def wait(self, event: Event, job: Job) -> Outcome:
         """Wait for a direct answer until the budget ends, then take the slow path."""
         budget = event.received_at + self.settings.sync_wait_s - time.time()
-        reply = handover.webhook_wait(self.r, event.request_id, budget, _slow_path(event))
+        reply = handover.webhook_wait(self.r, event.request_id, budget, _slow_path(event),
+                                      self.settings.record_ttl_s)
         return self.answer(event, reply, job)
 
     def answer(self, event: Event, reply: Reply | None, job: Job) -> Outcome:

@@ -106,6 +106,9 @@ class Settings:
     )
     kept_ttl_s: int = _setting(86400, "Seconds an undelivered result is kept for the user.", int)
     session_ttl_s: int = _setting(86400, "Seconds the last prompt and conversation are kept.", int)
+    record_ttl_s: int = _setting(
+        3600, "Seconds a finished job's record, hand-over claim and stored answer stay in Redis.",
+        int)
     job_timeout_s: int = _setting(120, "rq job_timeout for one job.", int)
     heartbeat_s: float = _setting(
         2.0, "Seconds between worker heartbeats (dead after 3 missed).", float

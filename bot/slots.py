@@ -2,7 +2,7 @@
 
 The slot is a Redis key holding the job's request id, taken with SET NX and freed with a
 compare-and-delete, so a late release can never free somebody else's newer slot. A slot whose
-job runs on a worker that stopped heartbeating is stale and can be taken back at once.
+job runs on a worker that stopped heartbeating is recovered by workers/recovery.py.
 """
 
 from __future__ import annotations
@@ -56,11 +56,3 @@ def holder(r: redis.Redis, messenger: str, user: str) -> str | None:
 def release(r: redis.Redis, messenger: str, user: str, request_id: str) -> bool:
     """Free the slot if this request still holds it; True when this call freed it."""
     return bool(r.eval(_RELEASE, 1, keys.slot(messenger, user), request_id))
-
-
-def owner_is_dead(r: redis.Redis, request_id: str) -> bool:
-    """True when the job runs on a worker whose heartbeat has expired."""
-    owner = r.get(keys.running(request_id))
-    if not owner:
-        return False
-    return not r.exists(keys.heartbeat(keys.as_text(owner)))

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT.parent / "shared" / "kakao"
+# Copies of ../shared/kakao/ (the protocol field guide's example payloads), so a checkout tests alone.
+SAMPLES = ROOT / "tests" / "data" / "kakao"
 
 
 def new_user() -> str:

@@ -45,10 +45,28 @@ def start_aof_redis(folder: Path, port: int) -> subprocess.Popen[bytes]:
     """A redis-server that writes every command to its append-only file before answering."""
     folder.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-         "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
-         "--protected-mode", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(folder),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client = redis.Redis(port=port)
     try:
         assert wait_until(lambda: _pings(client), timeout=10), "redis-server did not start"
@@ -80,8 +98,17 @@ def outage(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     r = redis.Redis.from_url(url, socket_timeout=5, retry=Retry(NoBackoff(), 2))
     try:
         name = wait_ready(r, worker, log_path=log_path)
-        state.update(url=url, port=port, folder=folder, blocker=blocker, worker=worker,
-                     name=name, r=r, settings=settings, log=log_path)
+        state.update(
+            url=url,
+            port=port,
+            folder=folder,
+            blocker=blocker,
+            worker=worker,
+            name=name,
+            r=r,
+            settings=settings,
+            log=log_path,
+        )
         yield state
     finally:
         stop_process(worker)
@@ -143,8 +170,9 @@ def test_redis_killed_and_restarted_loses_no_queued_job_and_the_worker_reconnect
     assert has_picture(warm.post("/kakao/skill", json=kakao_payload(new_user(), "먼저")).get_json())
     worker_key = f"rq:worker:{outage['name']}"
     assert wait_until(lambda: r.hget(worker_key, "state") == b"suspended", timeout=10)
-    ack = client.post("/kakao/skill", json=kakao_payload(user, "정전 뒤의 그림",
-                                                         callback_server.url(token)))
+    ack = client.post(
+        "/kakao/skill", json=kakao_payload(user, "정전 뒤의 그림", callback_server.url(token))
+    )
     assert ack.get_json()["useCallback"] is True
     request_id = keys.as_text(r.get(keys.slot("kakao", user)) or b"")
     assert queue.get_job_ids() == [request_id]
@@ -160,12 +188,21 @@ def test_redis_killed_and_restarted_loses_no_queued_job_and_the_worker_reconnect
         assert "잠시 쉬고 있어요" in text_of(response.get_json())
     line_body = b'{"events": []}'
     others = [
-        timed_post(cold, "/telegram/webhook", json={"update_id": 7, "message": {
-            "chat": {"id": 7}, "text": "hi"}},
-            headers={"X-Telegram-Bot-Api-Secret-Token": outage["settings"]["telegram_secret"]}),
-        timed_post(cold, "/line/webhook", data=line_body, content_type="application/json",
-                   headers={"X-Line-Signature": signature(
-                       line_body, outage["settings"]["line_channel_secret"])}),
+        timed_post(
+            cold,
+            "/telegram/webhook",
+            json={"update_id": 7, "message": {"chat": {"id": 7}, "text": "hi"}},
+            headers={"X-Telegram-Bot-Api-Secret-Token": outage["settings"]["telegram_secret"]},
+        ),
+        timed_post(
+            cold,
+            "/line/webhook",
+            data=line_body,
+            content_type="application/json",
+            headers={
+                "X-Line-Signature": signature(line_body, outage["settings"]["line_channel_secret"])
+            },
+        ),
     ]
     for path in ("/healthz", "/readyz", "/metrics", "/media/" + "a" * 32 + ".jpg"):
         started = time.perf_counter()

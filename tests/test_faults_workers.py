@@ -44,8 +44,15 @@ def fleet(redis_url: str, stack: Any) -> Iterator[dict[str, Any]]:
     url = redis_db(redis_url, DB)
     r = redis.Redis.from_url(url)
     r.flushdb()
-    env = worker_env({}, **{**stack["settings"], "redis_url": url,
-                            "debug_job_delay_s": str(DELAY_S), "batch_wait_ms": "300"})
+    env = worker_env(
+        {},
+        **{
+            **stack["settings"],
+            "redis_url": url,
+            "debug_job_delay_s": str(DELAY_S),
+            "batch_wait_ms": "300",
+        },
+    )
     logs = [LOG_DIR / f"worker-fleet-{n}.log" for n in range(3)]
     procs = [start_worker(env, log_path=path) for path in logs]
     try:

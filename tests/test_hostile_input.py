@@ -28,8 +28,9 @@ from tests import photo_support as ps
 from tests.conftest import free_port
 from tests.support import kakao_payload, new_user, redis_db
 
-LIMITS = Limits(max_bytes=2_000_000, max_pixels=4_000_000, clip_max_bytes=2_000_000,
-                clip_max_s=10.0)
+LIMITS = Limits(
+    max_bytes=2_000_000, max_pixels=4_000_000, clip_max_bytes=2_000_000, clip_max_s=10.0
+)
 PEAK_BYTES = 64_000_000  # what checking one hostile photo may allocate at most (traced)
 
 
@@ -57,8 +58,12 @@ def png_chunk(kind: bytes, body: bytes) -> bytes:
 def png_header_claiming(width: int, height: int) -> bytes:
     """A PNG whose header claims a size, with one tiny compressed row of data."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
-            + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def gif_claiming(width: int, height: int) -> bytes:
@@ -106,8 +111,7 @@ def test_decompression_bombs_are_refused_before_decoding(data: bytes) -> None:
     ("data", "key"),
     [
         (ps.truncated_jpeg(), "photo_broken"),
-        (ps.encode(Image.effect_noise((128, 128), 50).convert("RGB"), "PNG")[:900],
-         "photo_broken"),
+        (ps.encode(Image.effect_noise((128, 128), 50).convert("RGB"), "PNG")[:900], "photo_broken"),
         (ps.animated_gif()[:60], "photo_broken"),
         (b"GIF89a" + b"/*" + b"\x00" * 10 + b"*/=alert(1);", "photo_broken"),  # GIF/JS polyglot
         (b"\x89PNG\r\n\x1a\n<html><script>alert(1)</script></html>", "photo_broken"),
@@ -135,8 +139,12 @@ def test_polyglot_payloads_do_not_survive_normalisation() -> None:
 
 @pytest.mark.parametrize(
     ("size", "expected"),
-    [((20_000, 2), (2048, 1)), ((2, 60_000), (1, 2048)), ((4000, 1001), None),
-     ((3000, 1300), (2048, 887))],
+    [
+        ((20_000, 2), (2048, 1)),
+        ((2, 60_000), (1, 2048)),
+        ((4000, 1001), None),
+        ((3000, 1300), (2048, 887)),
+    ],
     ids=["very-wide", "very-tall", "over-the-pixel-cap", "large"],
 )
 def test_extreme_shapes_are_scaled_or_refused(size: tuple[int, int], expected: Any) -> None:
@@ -155,8 +163,9 @@ def apng() -> bytes:
 
 def animated_webp() -> bytes:
     frames = [Image.new("RGB", (24, 24), c) for c in ((250, 0, 0), (0, 0, 250))]
-    return ps.encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100,
-                     lossless=True)
+    return ps.encode(
+        frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100, lossless=True
+    )
 
 
 @pytest.mark.parametrize(
@@ -170,15 +179,28 @@ def animated_webp() -> bytes:
         (ps.encode(Image.new("I;16", (24, 24), 0), "PNG"), (0, 0, 0)),
         (ps.encode(Image.new("1", (24, 24), 1), "PNG"), (255, 255, 255)),
         (ps.encode(Image.new("LA", (24, 24), (0, 0)), "PNG"), (255, 255, 255)),  # transparent
-        (ps.encode(Image.new("RGBA", (24, 24), (0, 200, 0, 255)), "WEBP", lossless=True),
-         (0, 200, 0)),
+        (
+            ps.encode(Image.new("RGBA", (24, 24), (0, 200, 0, 255)), "WEBP", lossless=True),
+            (0, 200, 0),
+        ),
         (ps.encode(Image.new("P", (24, 24), 3), "BMP"), (3, 3, 3)),
     ],
-    ids=["apng", "webp-anim", "gif-anim", "cmyk", "16bit-white", "16bit-black", "bilevel",
-         "grey-alpha", "webp-rgba", "bmp-palette"],
+    ids=[
+        "apng",
+        "webp-anim",
+        "gif-anim",
+        "cmyk",
+        "16bit-white",
+        "16bit-black",
+        "bilevel",
+        "grey-alpha",
+        "webp-rgba",
+        "bmp-palette",
+    ],
 )
-def test_animated_and_odd_pixel_formats_become_plain_rgb(data: bytes, colour: tuple[int, ...]
-                                                         ) -> None:
+def test_animated_and_odd_pixel_formats_become_plain_rgb(
+    data: bytes, colour: tuple[int, ...]
+) -> None:
     kind, out = checked(data)
     image = Image.open(io.BytesIO(out))
     assert kind == "photo" and image.mode == "RGB" and image.format == "JPEG"
@@ -190,9 +212,12 @@ def test_animated_and_odd_pixel_formats_become_plain_rgb(data: bytes, colour: tu
 QUADRANTS = ((230, 20, 20), (20, 230, 20), (20, 20, 230), (230, 230, 20))  # TL, TR, BL, BR
 # What the camera wrote for each EXIF orientation: the inverse of the display transform.
 STORED = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_270,
 }
 
@@ -243,8 +268,9 @@ def cdn() -> Iterator[ps.CdnServer]:
 def webhook(make_app: Any, stack: Any, cdn: ps.CdnServer, redis_url: str, tmp_path: Path) -> Any:
     """The real app on database 14 (no worker: nothing is queued), photos from the local CDN."""
     dev_allow = (*stack["settings"]["dev_allow"].split(","), cdn.origin)
-    return make_app(redis_url=redis_db(redis_url, 14), dev_allow=dev_allow,
-                    photo_dir=tmp_path / "photos").test_client()
+    return make_app(
+        redis_url=redis_db(redis_url, 14), dev_allow=dev_allow, photo_dir=tmp_path / "photos"
+    ).test_client()
 
 
 def photo_message(client: Any, url: str) -> tuple[list[str], float]:
@@ -334,14 +360,37 @@ def vlm_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return LlamaTokenizer.from_pretrained(build_tiny_kollava(tmp_path_factory.mktemp("kollava")))
 
 
-TEMPLATE_BITS = ["###", "##", "#", " ### Human:", "\n### Assistant:", "<im_patch>", "<im_start>",
-                 "<im_end>", "<image>", "</s>", "<s>", "<unk>", "\n", " ", "＃", "Human", ":"]
-hostile_turn = st.lists(st.one_of(st.sampled_from(TEMPLATE_BITS), st.text(max_size=6)),
-                        max_size=12).map("".join)
+TEMPLATE_BITS = [
+    "###",
+    "##",
+    "#",
+    " ### Human:",
+    "\n### Assistant:",
+    "<im_patch>",
+    "<im_start>",
+    "<im_end>",
+    "<image>",
+    "</s>",
+    "<s>",
+    "<unk>",
+    "\n",
+    " ",
+    "＃",
+    "Human",
+    ":",
+]
+hostile_turn = st.lists(
+    st.one_of(st.sampled_from(TEMPLATE_BITS), st.text(max_size=6)), max_size=12
+).map("".join)
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 @given(history=st.lists(st.tuples(hostile_turn, hostile_turn), max_size=3), question=hostile_turn)
 def template_property(tokenizer: Any, history: list[tuple[str, str]], question: str) -> None:
     from models.kollava import BOS_ID, IM_END_ID, IM_PATCH_ID, IM_START_ID, build_input_ids

@@ -27,7 +27,7 @@ from tests.conftest import free_port
 from workers.vision import plain_text, split_bubbles
 
 LIMITS = Limits(max_bytes=2_000_000, max_pixels=4_000_000, clip_max_bytes=5_000_000, clip_max_s=10)
-SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "kakao"
+SAMPLES = Path(__file__).resolve().parent / "data" / "kakao"
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,9 @@ def test_prompt_over_length_cap_is_refused_kindly(client: Any, redis_client: Any
 
 
 def test_every_sample_payload_parses(client: Any) -> None:
-    for sample in sorted(SAMPLES.glob("*.json")):
+    samples = sorted(SAMPLES.glob("*.json"))
+    assert len(samples) >= 6
+    for sample in samples:
         response = client.post(
             "/kakao/skill", data=sample.read_bytes(), content_type="application/json"
         )

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def deliver(rt: Runtime, job: Job, reply: Reply) -> str:
     """Hand the reply to whoever may deliver it; returns how it went out."""
-    claim = handover.worker_finish(rt.redis, job.request_id, reply)
+    claim = handover.worker_finish(rt.redis, job.request_id, reply, rt.settings.record_ttl_s)
     if claim.how == "direct":
         log.info("delivered", extra={"how": "direct"})
         metrics.inc(rt.redis, "deliveries", messenger=job.messenger, how="direct")

@@ -99,8 +99,9 @@ def recover(
 
 def lost_reply(job: Job) -> Reply:
     """What the user of a job lost with its worker hears."""
-    return Reply((Text(say("worker_lost", job.lang)),), (quick("quick_help", job.lang),),
-                 kind="error")
+    return Reply(
+        (Text(say("worker_lost", job.lang)),), (quick("quick_help", job.lang),), kind="error"
+    )
 
 
 def _can_retry(r: redis.Redis, rq_job: RqJob, job: Job, default_service_s: float) -> bool:
