@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import PY, ROOT, gunicorn, percentile, redis_server, stop, summary  # noqa: E402
+from bench.common import PY, ROOT, gunicorn, percentile, redis_server, stop, summary
 
 
 def kakao_body(user: str, text: str) -> bytes:

@@ -197,7 +197,8 @@ class Settings:
     compile_unet: bool = _setting(
         False, "torch.compile the UNet on CUDA (warmed up at start; the first compile takes "
         "minutes).", _bool)
-    rate_limit: int = _setting(10, "Requests a user may queue per RATE_WINDOW_S (0: no limit).", int)
+    rate_limit: int = _setting(
+        10, "Requests a user may queue per RATE_WINDOW_S (0: no limit).", int)
     rate_window_s: float = _setting(60.0, "Sliding window of the per-user rate limit.", float)
     daily_quota: int = _setting(200, "Jobs per user per UTC day (0: no quota).", int)
     dedupe_s: int = _setting(10, "Identical requests from a user within this become one job.", int)

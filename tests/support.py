@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# Copies of ../shared/kakao/ (the protocol field guide's example payloads), so a checkout tests alone.
+# Copies of ../shared/kakao/ (the protocol guide's example payloads): a checkout tests alone.
 SAMPLES = ROOT / "tests" / "data" / "kakao"
 
 
