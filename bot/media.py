@@ -81,20 +81,7 @@ class LocalImageStore:
             return None
 
     def purge(self) -> int:
-        cutoff = time.time() - self.retention_s
-        removed = 0
-        try:
-            entries = list(os.scandir(self.folder))
-        except OSError:
-            return 0
-        for entry in entries:
-            try:
-                if entry.is_file() and entry.stat().st_mtime < cutoff:
-                    os.unlink(entry.path)
-                    removed += 1
-            except OSError:
-                continue
-        return removed
+        return purge_folder(self.folder, self.retention_s)
 
 
 class RedisImageStore:
@@ -196,6 +183,24 @@ class S3ImageStore:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": old})
                 removed += len(old)
         return removed
+
+
+def purge_folder(folder: Path, older_than_s: float) -> int:
+    """Delete the files in `folder` older than `older_than_s`; returns how many went."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def store_from_settings(settings: Settings, r: redis.Redis | None = None) -> ImageStore:

@@ -32,6 +32,7 @@ import redis
 from PIL import Image, ImageOps
 
 from bot import keys, video
+from bot.media import purge_folder
 from bot.settings import Settings
 from bot.urlguard import FetchError, UrlGuard, UrlRefused, redact
 
@@ -266,20 +267,7 @@ class PhotoStore:
 
     def purge(self) -> int:
         """Delete files older than the keeping time; returns how many went."""
-        cutoff = time.time() - self.ttl_s
-        removed = 0
-        try:
-            entries = list(os.scandir(self.folder))
-        except OSError:
-            return 0
-        for entry in entries:
-            try:
-                if entry.is_file() and entry.stat().st_mtime < cutoff:
-                    os.unlink(entry.path)
-                    removed += 1
-            except OSError:
-                continue
-        return removed
+        return purge_folder(self.folder, self.ttl_s)
 
     def purge_if_due(self, r: redis.Redis) -> int:
         """Purge at most once per few minutes across all processes sharing this Redis."""

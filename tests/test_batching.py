@@ -166,3 +166,56 @@ def test_two_workers_share_the_queue_and_no_job_runs_twice(
             stop_process(proc)
         r.flushdb()
         r.close()
+
+
+def test_jobs_a_dead_batching_worker_had_taken_are_taken_up_again(
+        make_app: Any, redis_url: str, stack: Any) -> None:
+    """gather() marks what it takes; the heartbeat rescue finds it in rq's intermediate queue."""
+    from rq import Queue
+
+    from bot.media import LocalImageStore
+    from bot.sessions import Sessions
+    from bot.settings import Settings
+    from bot.urlguard import guard_from_settings
+    from workers import batching, recovery
+    from workers.runtime import Runtime
+
+    url = redis_db(redis_url, 12)
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    try:
+        settings = Settings(mode="development", redis_url=url, max_batch=4, batch_wait_ms=0,
+                            log_json=False)
+        # A worker that never heartbeats: exactly what a SIGKILLed one looks like from Redis.
+        rt = Runtime(name="gone-worker", settings=settings, redis=r,
+                     store=LocalImageStore(RUN_DIR / "media12", 60),
+                     guard=guard_from_settings(settings), queues=["text2image"],
+                     sessions=Sessions(r, 60, 60))
+        core = make_app(redis_url=url, sync_wait_s=0.0).extensions["koalatalk"].core
+        queue = Queue("text2image", connection=r, serializer=JSONSerializer)
+        requests = [Request(prompt=f"batch item {n}", seed=n, language="en") for n in range(3)]
+        users = [new_user() for _ in requests]
+        # Admission needs a live worker on the queue: a real heartbeat from this process.
+        r.set(keys.heartbeat("alive"), json.dumps({"name": "alive", "queues": ["text2image"],
+                                                   "loaded": True}), ex=60)
+        r.sadd(keys.WORKERS, "alive")
+        ids = submit_many(core, list(zip(users, requests, strict=True)))
+        # As rq's dequeue does for the worker, and as BatchingWorker marks its first job:
+        r.lmove(queue.key, queue.intermediate_queue_key)
+        r.set(keys.running(ids[0]), rt.name, ex=60)
+        first = RqJob.fetch(ids[0], connection=r, serializer=JSONSerializer)
+        taken = batching.gather(rt, queue, first)
+        assert [j.id for j in taken] == ids[1:]
+        waiting = [keys.as_text(i) for i in r.lrange(queue.intermediate_queue_key, 0, -1)]
+        assert waiting == ids and queue.get_job_ids() == []
+        assert all(r.get(keys.running(i)) == b"gone-worker" for i in ids)
+        found = recovery.lost_jobs(r, ["text2image"], default_service_s=1.0)
+        assert sorted(f.job.request_id for f in found) == sorted(ids)
+        assert {f.how for f in found} == {recovery.RETRIED}
+        assert r.llen(queue.intermediate_queue_key) == 0
+        assert set(queue.get_job_ids()) == set(ids), "back in the queue, nothing lost"
+        for user, rid in zip(users, ids, strict=True):
+            assert r.get(keys.slot("kakao", user)) == rid.encode(), "the user keeps the slot"
+    finally:
+        r.flushdb()
+        r.close()

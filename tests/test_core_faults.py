@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
@@ -21,6 +19,7 @@ from bot.events import Event
 from tests.conftest import LOG_DIR, stop_process
 from tests.support import (
     ROOT,
+    ConnectionCounter,
     kakao_payload,
     new_user,
     redis_db,
@@ -78,33 +77,6 @@ def test_one_job_in_flight_per_user(make_app: Any, slow: Any) -> None:
     later = post(client, user, "세 번째 그림")
     assert has_picture(later), "the kept picture comes first"
     assert "앞서 보낸 요청을" not in text_of(later)
-
-
-class ConnectionCounter:
-    """A loopback TCP listener that only counts who connects."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.count = 0
-        self.running = True
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while self.running:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.count += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.running = False
-        self.sock.close()
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,8 @@ import ast
 import json
 import logging
 import secrets
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,15 @@ from bot.settings import Settings, SettingsError
 from tests import photo_support as ps
 from tests.conftest import free_port
 from tests.standins import LINE_TOKEN, TELEGRAM_TOKEN
-from tests.support import ROOT, kakao_payload, new_user, redis_db, wait_until, worker_env
+from tests.support import (
+    ROOT,
+    ConnectionCounter,
+    kakao_payload,
+    new_user,
+    redis_db,
+    wait_until,
+    worker_env,
+)
 
 # --- secrets ---------------------------------------------------------------------------------
 
@@ -179,36 +185,9 @@ def test_every_webhook_refuses_wrong_secrets_and_processes_nothing(production: A
 # --- SSRF: one guard before any connection -----------------------------------------------------
 
 
-class Listener:
-    """A loopback TCP listener that counts connections and answers nothing."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.port = int(self.sock.getsockname()[1])
-        self.count = 0
-        self.running = True
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while self.running:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.count += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.running = False
-        self.sock.close()
-
-
 @pytest.fixture
-def listener() -> Iterator[Listener]:
-    counting = Listener()
+def listener() -> Iterator[ConnectionCounter]:
+    counting = ConnectionCounter()
     yield counting
     counting.close()
 
@@ -238,7 +217,7 @@ def hostile_urls(port: int) -> list[str]:
 
 
 def test_callback_urls_off_the_rules_are_never_contacted_and_the_result_kept(
-    make_app: Any, stack: Any, callback_server: Any, listener: Listener
+    make_app: Any, stack: Any, callback_server: Any, listener: ConnectionCounter
 ) -> None:
     """Through the webhook and the real worker; the dev-allowed port, spelled otherwise, too."""
     r = stack["redis"]
@@ -286,7 +265,7 @@ def test_photo_urls_off_the_rules_are_refused_before_any_connection(
     stack: Any,
     redis_url: str,
     cdn: ps.CdnServer,
-    listener: Listener,
+    listener: ConnectionCounter,
     tmp_path: Path,
 ) -> None:
     """Through the webhook, with names that resolve inside and a redirect off the allow-list."""

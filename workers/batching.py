@@ -28,9 +28,12 @@ from workers.runtime import Runtime, current
 
 log = logging.getLogger(__name__)
 
+# Take a job from the queue into rq's intermediate queue and mark it as running here, so that
+# if this worker dies before the job starts, the heartbeat rescue finds it (workers/recovery).
 _TAKE = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
   redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
   return 1
 end
 return 0
@@ -56,6 +59,11 @@ def record_model_call(rt: Runtime, started: float, ended: float, size: int,
         pipe.ltrim(keys.MODEL_CALLS, 0, 4999)
         pipe.expire(keys.MODEL_CALLS, 3600)
         pipe.execute()
+
+
+def running_ttl(rt: Runtime) -> int:
+    """How long a running mark outlives a job that never ends it."""
+    return rt.settings.job_timeout_s + 60
 
 
 def batch_key(payload: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -89,7 +97,8 @@ def gather(rt: Runtime, queue: Queue, first: RqJob) -> list[RqJob]:
                 continue
             if time.time() > job.args[0].get("deadline", 0):
                 continue  # left for its own run, which tells the user
-            if rt.redis.eval(_TAKE, 2, queue.key, queue.intermediate_queue_key, job.id):
+            if rt.redis.eval(_TAKE, 3, queue.key, queue.intermediate_queue_key,
+                             keys.running(job.id), job.id, rt.name, running_ttl(rt)):
                 taken.append(job)
         if len(taken) >= room or time.monotonic() >= until:
             return taken
@@ -140,6 +149,8 @@ class BatchingWorker(SimpleWorker):
 
     def execute_job(self, job: RqJob, queue: Queue) -> None:
         rt = current()
+        # Marked before anything else: a death from here on is noticed within seconds.
+        rt.redis.set(keys.running(job.id), rt.name, ex=running_ttl(rt))
         gather_started = time.perf_counter()
         extra = gather(rt, queue, job) if queue.name == TEXT_TO_IMAGE_QUEUE else []
         gather_s = time.perf_counter() - gather_started

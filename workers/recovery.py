@@ -132,11 +132,15 @@ def lost_jobs(r: redis.Redis, queue_names: list[str], default_service_s: float) 
     found: list[Recovered] = []
     for name in queue_names:
         registry = StartedJobRegistry(name, connection=r, serializer=JSONSerializer)
-        for job_id in registry.get_job_ids(cleanup=False):
+        # Jobs a batching worker took but had not started yet wait in rq's intermediate queue.
+        waiting = Queue(name, connection=r, serializer=JSONSerializer).intermediate_queue_key
+        taken = [keys.as_text(i) for i in r.lrange(waiting, 0, -1)]
+        for job_id in dict.fromkeys([*registry.get_job_ids(cleanup=False), *taken]):
             owner = dead_owner(r, job_id)
             if owner is None:
                 continue
             recovered = recover(r, job_id, owner, default_service_s)
             if recovered is not None:
+                r.lrem(waiting, 1, job_id)
                 found.append(recovered)
     return found
