@@ -109,6 +109,8 @@ class Core:
         outcome = self.submit(event, planned, look=look)
         if look.photo:
             return None
+        if not look.looked:  # refused before admission (maintenance, no worker): count it here
+            look.first_contact = self._prefetch(event).first_contact
         if look.first_contact:
             return drawing.with_notice(outcome, self.drawing.notice(event.lang))
         return outcome

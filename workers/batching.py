@@ -20,6 +20,7 @@ from typing import Any
 
 from rq import Queue, SimpleWorker
 from rq.job import Job as RqJob
+from rq.worker import WorkerStatus
 
 from bot import keys
 from workers import prompting
@@ -149,6 +150,9 @@ class BatchingWorker(SimpleWorker):
 
     def execute_job(self, job: RqJob, queue: Queue) -> None:
         rt = current()
+        # Busy before gathering: a SIGTERM now is a warm shutdown after the batch, not a
+        # StopRequested that would leave the gathered jobs stranded.
+        self.set_state(WorkerStatus.BUSY)
         # Marked before anything else: a death from here on is noticed within seconds.
         rt.redis.set(keys.running(job.id), rt.name, ex=running_ttl(rt))
         gather_started = time.perf_counter()
