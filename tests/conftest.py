@@ -68,8 +68,13 @@ def redis_server_binary() -> str:
     return found
 
 
-def start_redis(folder: Path, port: int, appendonly: bool = False) -> subprocess.Popen[bytes]:
-    """Start a redis-server on loopback and wait until it answers."""
+def start_redis(
+    folder: Path, port: int, appendonly: bool = False, fsync_always: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start a redis-server on loopback and wait until it answers.
+
+    `fsync_always`: every write reaches the append-only file before Redis answers it.
+    """
     import redis
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,6 +90,8 @@ def start_redis(folder: Path, port: int, appendonly: bool = False) -> subprocess
         "",
         "--appendonly",
         "yes" if appendonly else "no",
+        "--appendfsync",
+        "always" if fsync_always else "everysec",
         "--daemonize",
         "no",
         "--protected-mode",

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +25,7 @@ from bot import keys
 from bot.app import create_app
 from bot.messengers.line import signature
 from bot.settings import Settings
-from tests.conftest import LOG_DIR, free_port, redis_server_binary, stop_process
+from tests.conftest import LOG_DIR, free_port, start_redis, stop_process
 from tests.support import (
     kakao_payload,
     new_user,
@@ -41,47 +39,6 @@ KAKAO_LIMIT_S = 4.5  # Kakao waits 5 s; the busy answer must come well inside
 OUTAGE_S = 5.0
 
 
-def start_aof_redis(folder: Path, port: int) -> subprocess.Popen[bytes]:
-    """A redis-server that writes every command to its append-only file before answering."""
-    folder.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [
-            redis_server_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(folder),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--daemonize",
-            "no",
-            "--protected-mode",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    try:
-        assert wait_until(lambda: _pings(client), timeout=10), "redis-server did not start"
-    finally:
-        client.close()
-    return proc
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def outage(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Our own AOF Redis and one worker on it, whose image store cannot be written yet."""
@@ -90,7 +47,8 @@ def outage(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     url = f"redis://127.0.0.1:{port}/0"
     blocker = folder / "store"
     blocker.write_text("a regular file where the image folder's parent should be")
-    state: dict[str, Any] = {"redis": start_aof_redis(folder / "redis", port)}
+    redis_proc = start_redis(folder / "redis", port, appendonly=True, fsync_always=True)
+    state: dict[str, Any] = {"redis": redis_proc}
     settings = {**stack["settings"], "redis_url": url, "media_dir": str(blocker / "media")}
     log_path = LOG_DIR / "worker-outage.log"
     worker = start_worker(worker_env({}, **settings), log_path=log_path)
@@ -214,7 +172,9 @@ def test_redis_killed_and_restarted_loses_no_queued_job_and_the_worker_reconnect
     # 4. Longer than the worker's own retries (about 3.5 s): rq's loop ends and the worker
     # must reconnect by itself. Then Redis comes back from its append-only file.
     time.sleep(max(0.0, killed_at + OUTAGE_S - time.time()))
-    outage["redis"] = start_aof_redis(outage["folder"] / "redis", port)
+    outage["redis"] = start_redis(
+        outage["folder"] / "redis", port, appendonly=True, fsync_always=True
+    )
     assert queue.get_job_ids() == [request_id], "a queued job must survive the crash"
     first = client.post("/kakao/skill", json=kakao_payload(new_user(), "도움말"))
     assert "잠시 쉬고 있어요" not in text_of(first.get_json()), "the web reconnects at once"
