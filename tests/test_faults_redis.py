@@ -122,11 +122,14 @@ def test_redis_killed_and_restarted_loses_no_queued_job_and_the_worker_reconnect
     user = new_user()
     token = "outage" + user
     # 1. A job waits in the queue: the worker is alive but suspended (rq suspend). rq looks at
-    # the suspension between jobs, so one job goes first.
+    # the suspension between jobs, so one job goes first. The worker may still be finishing the
+    # last test's job after its picture was handed over: wait until it listens again (rq marks
+    # it idle only after its suspension check), or it would see the suspension before "먼저".
+    worker_key = f"rq:worker:{outage['name']}"
+    assert wait_until(lambda: r.hget(worker_key, "state") == b"idle", timeout=10)
     suspend(r)
     warm = app_for(outage, sync_wait_s=4.0).test_client()
     assert has_picture(warm.post("/kakao/skill", json=kakao_payload(new_user(), "먼저")).get_json())
-    worker_key = f"rq:worker:{outage['name']}"
     assert wait_until(lambda: r.hget(worker_key, "state") == b"suspended", timeout=10)
     ack = client.post(
         "/kakao/skill", json=kakao_payload(user, "정전 뒤의 그림", callback_server.url(token))
