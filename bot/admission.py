@@ -5,6 +5,9 @@ per-user rate limit and daily quota, the per-user slot, and whether the estimate
 reply's deadline. Nothing is counted unless the job is admitted, and a refused estimate leaves
 no slot behind. The estimate is the job's place in its queue, divided among the live workers,
 times a moving average of recent service times that the workers keep in Redis.
+
+The same round trip queues the job: rq saves the job hash in a MULTI, and the script, last in
+that MULTI, pushes the job id when it admits and deletes the hash when it refuses.
 """
 
 from __future__ import annotations
@@ -14,38 +17,52 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.client import Pipeline
+from rq import Queue
 
 from bot import keys
 
-KEPT, DUPLICATE, RATE, QUOTA, BUSY, TOO_SLOW, ADMITTED, BLOCKED, PHOTO = range(9)
-NAMES = ("kept", "duplicate", "rate", "quota", "busy", "too_slow", "admitted", "blocked", "photo")
+KEPT, DUPLICATE, RATE, QUOTA, BUSY, TOO_SLOW, ADMITTED, BLOCKED, PHOTO, PINNED = range(10)
+NAMES = ("kept", "duplicate", "rate", "quota", "busy", "too_slow", "admitted", "blocked", "photo",
+         "pinned")
 _SCRIPT: dict[str, str] = {}
 
 _ADMIT = """
--- KEYS: kept, dedupe, rate, quota, slot, queue, svc, blocked, photo, pin, seen, metric
+-- KEYS: kept, dedupe, rate, quota, slot, queue, svc, blocked, photo, pin, seen, metric,
+--       job (rq's job hash), last prompt, claim
 -- ARGV: rid, slot_ttl, now, rate_window, rate_limit, quota_limit, dedupe_ttl,
 --       svc_field, default_svc, workers, budget, check_limits, at_front, member,
---       first_look, seen_ttl, metric_field
+--       first_look, seen_ttl, metric_field, prompt_json, prompt_ttl, claim_value, claim_ttl,
+--       deferred_seed, take_pin
+-- rq saved the job hash earlier in the same MULTI, without pushing it: an admitted job is
+-- pushed here; a refused one is deleted, so no worker ever sees it.
 -- first_look = '1': the caller has not read the user's state yet (the webhook's fast path);
--- this call then also counts the request, marks first contact and takes the pinned seed.
+-- this call then also counts the request, marks first contact and reads the pinned seed.
 local now = tonumber(ARGV[3])
 local first = ARGV[15] == '1'
-if first and redis.call('EXISTS', KEYS[9]) == 1 then return {8, '', '', 0} end
+local function refuse(status, value, pin, fresh)
+  redis.call('DEL', KEYS[13])
+  return {status, value, pin, fresh}
+end
+if first and redis.call('EXISTS', KEYS[9]) == 1 then return refuse(8, '', '', 0) end
 local pin, fresh = '', 0
 if first then
   redis.call('HINCRBY', KEYS[12], ARGV[17], 1)
   if redis.call('SET', KEYS[11], '1', 'NX', 'EX', ARGV[16]) then fresh = 1 end
   pin = redis.call('GET', KEYS[10]) or ''
+  -- the job carries a seed of its own choosing: the caller writes it again with the pinned one
+  if pin ~= '' and ARGV[22] == '1' then return refuse(9, '', pin, fresh) end
 end
-if redis.call('SISMEMBER', KEYS[8], ARGV[14]) == 1 then return {7, '', '', fresh} end
+if redis.call('SISMEMBER', KEYS[8], ARGV[14]) == 1 then return refuse(7, '', '', fresh) end
 local kept = redis.call('LLEN', KEYS[1])
-if kept > 0 then return {0, kept, '', fresh} end
+if kept > 0 then return refuse(0, kept, '', fresh) end
 local dup = redis.call('GET', KEYS[2])
-if dup then return {1, dup, '', fresh} end
+if dup then return refuse(1, dup, '', fresh) end
 local limits = ARGV[12] == '1'
 local rate_limit = tonumber(ARGV[5])
 local quota_limit = tonumber(ARGV[6])
@@ -53,15 +70,16 @@ if limits and rate_limit > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]))
   if redis.call('ZCARD', KEYS[3]) >= rate_limit then
     local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-    return {2, tostring(math.ceil(tonumber(oldest[2]) + tonumber(ARGV[4]) - now)), '', fresh}
+    return refuse(2, tostring(math.ceil(tonumber(oldest[2]) + tonumber(ARGV[4]) - now)), '',
+                  fresh)
   end
 end
 if limits and quota_limit > 0 then
   local used = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if used >= quota_limit then return {3, tostring(used), '', fresh} end
+  if used >= quota_limit then return refuse(3, tostring(used), '', fresh) end
 end
 if not redis.call('SET', KEYS[5], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  return {4, redis.call('GET', KEYS[5]), '', fresh}
+  return refuse(4, redis.call('GET', KEYS[5]), '', fresh)
 end
 local svc = tonumber(redis.call('HGET', KEYS[7], ARGV[8]) or ARGV[9])
 local ahead = 0
@@ -70,7 +88,7 @@ local workers = math.max(1, tonumber(ARGV[10]))
 local estimate = (math.floor(ahead / workers) + 1) * svc
 if estimate > tonumber(ARGV[11]) then
   redis.call('DEL', KEYS[5])
-  return {5, tostring(estimate), '', fresh}
+  return refuse(5, tostring(estimate), '', fresh)
 end
 if limits and rate_limit > 0 then
   redis.call('ZADD', KEYS[3], now, ARGV[1])
@@ -81,9 +99,43 @@ if limits and quota_limit > 0 then
   redis.call('EXPIRE', KEYS[4], 172800)
 end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[7])
-if pin ~= '' then redis.call('DEL', KEYS[10]) end
+if pin ~= '' or ARGV[23] == '1' then redis.call('DEL', KEYS[10]) end
+if ARGV[13] == '1' then
+  redis.call('LPUSH', KEYS[6], ARGV[1])
+else
+  redis.call('RPUSH', KEYS[6], ARGV[1])
+end
+if ARGV[18] ~= '' then redis.call('SET', KEYS[14], ARGV[18], 'EX', ARGV[19]) end
+-- the slow-path claim of the hand-over (bot/handover.py), taken now when the webhook will not
+-- wait: the job was pushed a moment ago, so no worker can have claimed it first
+if ARGV[20] ~= '' then redis.call('SET', KEYS[15], ARGV[20], 'NX', 'EX', ARGV[21]) end
 return {6, tostring(ahead) .. ':' .. tostring(estimate), pin, fresh}
 """
+
+
+class HeldQueue(Queue):
+    """rq's Queue, whose enqueue saves the job but leaves the push to the admission script.
+
+    rq writes its job hash exactly as it always does, in the caller's MULTI; the script then
+    pushes the job id only if the request is admitted, in the same transaction.
+    """
+
+    def push_job_id(self, job_id: str, pipeline: Pipeline | None = None,
+                    at_front: bool = False) -> None:
+        """The admission script pushes (or deletes) the job."""
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    """What an admitted request writes with its admission, in the same round trip."""
+
+    save_job: Callable[[Pipeline], object]  # rq's job save on a HeldQueue, into the MULTI
+    job_key: str  # rq's job hash, deleted when refused
+    at_front: bool = False
+    prompt: tuple[str, str, int] | None = None  # last prompt: key, JSON, TTL
+    claim: tuple[str, str, int] | None = None  # hand-over claim: key, value, TTL
+    deferred_seed: bool = False  # a seed of our own choosing: a pinned seed wins (PINNED)
+    take_pin: bool = False  # the job carries the pinned seed: delete the pin when admitted
 
 
 @dataclass(frozen=True)
@@ -142,10 +194,13 @@ def admit(
     budget_s: float,
     slot_ttl_s: int,
     limits: Limits,
+    enqueue: Enqueue,
     first_look: bool = False,
     seen_ttl_s: int = 86400,
 ) -> Decision:
-    """Decide in one atomic step whether this request is queued."""
+    """Decide in one atomic step whether this request is queued, and queue it if so.
+
+    One round trip: rq's job save and this script in one MULTI."""
     from bot import metrics
 
     now = time.time()
@@ -154,7 +209,9 @@ def admit(
         keys.user("rate", messenger, user), quota_key(messenger, user),
         keys.slot(messenger, user), queue_key, keys.SERVICE_TIMES, keys.BLOCKED,
         keys.photo_session(messenger, user), keys.seed_pin(messenger, user),
-        keys.seen_user(messenger, user), metrics.key("requests"),
+        keys.seen_user(messenger, user), metrics.key("requests"), enqueue.job_key,
+        enqueue.prompt[0] if enqueue.prompt else keys.last_prompt(messenger, user),
+        enqueue.claim[0] if enqueue.claim else keys.claim(request_id),
     )
     args = (
         request_id, max(1, slot_ttl_s), f"{now:.6f}", limits.rate_window_s, limits.rate_limit,
@@ -162,8 +219,11 @@ def admit(
         workers, f"{budget_s:.3f}", "1" if limits.check_limits else "0",
         "1" if limits.at_front else "0", f"{messenger}:{user}", "1" if first_look else "0",
         seen_ttl_s, metrics.request_field(messenger),
+        enqueue.prompt[1] if enqueue.prompt else "", enqueue.prompt[2] if enqueue.prompt else 0,
+        enqueue.claim[1] if enqueue.claim else "", enqueue.claim[2] if enqueue.claim else 0,
+        "1" if enqueue.deferred_seed else "0", "1" if enqueue.take_pin else "0",
     )
-    status, value, pin, fresh = _run_script(r, keys_, args)
+    status, value, pin, fresh = _run_script(r, enqueue.save_job, keys_, args)
     text_value = keys.as_text(value) if isinstance(value, bytes | str) else str(value)
     pin_text = keys.as_text(pin) if isinstance(pin, bytes | str) else ""
     status = int(status)
@@ -184,16 +244,33 @@ def admit(
     return dataclasses.replace(found, holder=text_value)
 
 
-def _run_script(r: redis.Redis, keys_: tuple[str, ...], args: tuple[Any, ...]) -> Any:
-    """EVALSHA the admission script, loading it once per Redis server when missing."""
-    sha = _SCRIPT.get("admit")
-    if sha is not None:
-        try:
-            return r.evalsha(sha, len(keys_), *keys_, *args)
-        except redis.exceptions.NoScriptError:
-            pass
-    _SCRIPT["admit"] = sha = keys.as_text(r.script_load(_ADMIT))
-    return r.evalsha(sha, len(keys_), *keys_, *args)
+def _run_script(r: redis.Redis, save_job: Callable[[Pipeline], object],
+                keys_: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+    """rq's job save and the admission script in one MULTI (one round trip).
+
+    EVALSHA, with the script loaded once per Redis server: when Redis does not know it yet, the
+    MULTI saved the job hash and pushed nothing; the second try writes the same hash again.
+    """
+    for attempt in (1, 2):
+        sha = _SCRIPT.get("admit")
+        if sha is None:
+            _SCRIPT["admit"] = sha = keys.as_text(r.script_load(_ADMIT))
+        with r.pipeline(transaction=True) as pipe:
+            save_job(pipe)
+            pipe.evalsha(sha, len(keys_), *keys_, *args)
+            results = pipe.execute(raise_on_error=False)
+        outcome = results[-1]
+        if isinstance(outcome, redis.exceptions.NoScriptError) and attempt == 1:
+            _SCRIPT.pop("admit", None)
+            continue
+        if isinstance(outcome, Exception):
+            r.delete(keys_[12])  # the job hash the MULTI saved
+            raise outcome
+        failed = next((x for x in results[:-1] if isinstance(x, Exception)), None)
+        if failed is not None:  # the script ran; the caller releases what it took
+            raise failed
+        return outcome
+    raise AssertionError("unreachable")
 
 
 def refund(r: redis.Redis, messenger: str, user: str, request_id: str, day: str) -> None:

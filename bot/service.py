@@ -6,6 +6,7 @@ It knows no messenger's JSON: it takes an Event and returns an Outcome.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import secrets
 import time
@@ -46,7 +47,6 @@ class FirstLook:
     """What the fast path's admission read about the user, who was not looked up before."""
 
     photo: bool = False  # a photo session is live: decide again, the long way
-    pin: int | None = None  # the seed `같은 시드로` kept for this prompt
     first_contact: bool = False
     looked: bool = False  # admission may run twice (kept results, a lost job); one look
 
@@ -65,11 +65,14 @@ class Core:
         self.drawing = drawing.Drawing(settings, r, self.sessions)
         self._queues: dict[str, Queue] = {}
 
-    def queue(self, name: str) -> Queue:
-        """The rq queue of a model family (JSON serializer: jobs are plain JSON)."""
-        if name not in self._queues:
-            self._queues[name] = Queue(name, connection=self.r, serializer=JSONSerializer)
-        return self._queues[name]
+    def queue(self, name: str, held: bool = False) -> Queue:
+        """The rq queue of a model family (JSON serializer: jobs are plain JSON); `held`: its
+        twin whose push the admission script makes."""
+        key = ("held:" if held else "") + name
+        if key not in self._queues:
+            kind = admission.HeldQueue if held else Queue
+            self._queues[key] = kind(name, connection=self.r, serializer=JSONSerializer)
+        return self._queues[key]
 
     # 1. Decide --------------------------------------------------------------------------------
     def handle(self, event: Event) -> Outcome:
@@ -86,7 +89,7 @@ class Core:
         return outcome
 
     def _fast_draw(self, event: Event) -> Outcome | None:
-        """The common message, a prompt from a user with no photo session, in two round trips.
+        """The common message, a prompt from a user with no photo session, in one round trip.
 
         Admission itself reads what `_prefetch` would (photo session, pinned seed, first
         contact) and counts the request; a user with a photo session goes the long way.
@@ -213,6 +216,9 @@ class Core:
         s = self.settings
         life = (s.callback_deadline_s if event.callback_url
                 else min(s.pull_deadline_s, s.kept_ttl_s))
+        deferred = request.seed == drawing.DEFERRED_SEED
+        if deferred:  # our own choice, unless admission finds a seed the user pinned
+            request = dataclasses.replace(request, seed=new_seed())
         job = Job(
             request_id=event.request_id,
             messenger=event.messenger,
@@ -225,85 +231,98 @@ class Core:
             received_at=event.received_at,
             lang=event.lang,
         )
-        operator = self.ops.is_operator(event)
-        if hold_slot:
-            refusal = self._admit(event, job, life, operator, look)
-            if refusal is not None:
-                return refusal
-        if request.seed == drawing.DEFERRED_SEED:
-            pinned = look.pin if look is not None and look.pin is not None else new_seed()
-            request = dataclasses.replace(request, seed=pinned)
-            job = dataclasses.replace(job, request=request)
-        # One round trip: the job, the user's last prompt and, when there is no time left to
-        # wait, the slow-path claim, in one MULTI so the worker cannot finish in between.
+        # When there is no time left to wait, the slow-path claim is taken with the enqueue,
+        # in the same transaction, so the worker cannot finish in between.
         claim_now = event.received_at + s.sync_wait_s - time.time() < 0.01
-        try:
+        if not hold_slot:
             with self.r.pipeline() as pipe:
-                self.queue(job.queue).enqueue_call(
-                    job.function, args=(job.to_dict(),), job_id=job.request_id,
-                    timeout=s.job_timeout_s, result_ttl=s.record_ttl_s, failure_ttl=86400,
-                    description=f"{task} {job.request_id}", pipeline=pipe, at_front=operator)
-                if task == "draw":
-                    self.sessions.remember_prompt(event.messenger, event.user,
-                                                  _redraw_fields(request), pipe)
+                self._enqueue(pipe, job, at_front=False)
                 if claim_now:
                     handover.webhook_claim(pipe, event.request_id, _slow_path(event),
                                            s.record_ttl_s)
                 results = pipe.execute()
-        except Exception:
-            slots.release(self.r, event.messenger, event.user, event.request_id)
-            admission.refund(self.r, event.messenger, event.user, event.request_id,
-                             job.meta.get("quota_day", ""))
-            raise
+            reply = handover.claimed(results[-1]) if claim_now else None
+        else:
+            operator = self.ops.is_operator(event)
+            try:
+                refusal, job = self._admit(event, job, life, operator, look, deferred,
+                                           claim_now)
+            except Exception:
+                slots.release(self.r, event.messenger, event.user, event.request_id)
+                admission.refund(self.r, event.messenger, event.user, event.request_id,
+                                 str(job.meta.get("quota_day", "")))
+                raise
+            if refusal is not None:
+                return refusal
+            reply = None  # admission took the claim: the worker cannot have finished yet
         log.info("enqueued", extra={"queue": job.queue, "task": task})
         if claim_now:
-            return self.answer(event, handover.claimed(results[-1]), job)
+            return self.answer(event, reply, job)
         return self.wait(event, job)
 
+    def _enqueue(self, pipe: redis.client.Pipeline, job: Job, at_front: bool,
+                 held: bool = False) -> None:
+        """rq's enqueue into a MULTI; `held`: the admission script makes the push."""
+        queue = self.queue(job.queue, held=held)
+        queue.enqueue_call(
+            job.function, args=(job.to_dict(),), job_id=job.request_id,
+            timeout=self.settings.job_timeout_s, result_ttl=self.settings.record_ttl_s,
+            failure_ttl=86400, description=f"{job.task} {job.request_id}", pipeline=pipe,
+            at_front=at_front)
+
     def _admit(self, event: Event, job: Job, life: float, operator: bool,
-               look: FirstLook | None = None) -> Outcome | None:
-        """Admission (bot/admission.py): None when the job may be queued, else the answer."""
+               look: FirstLook | None, deferred: bool, claim_now: bool,
+               ) -> tuple[Outcome | None, Job]:
+        """Admission (bot/admission.py), which also queues the job: (None, the job queued) when
+        admitted, else (the answer, the job)."""
         s, lang = self.settings, event.lang
         if self.ops.is_blocked_by_settings(event):
-            return self._refuse(event, "blocked", say("user_blocked", lang))
+            return self._refuse(event, "blocked", say("user_blocked", lang)), job
         maintenance = self.ops.maintenance()
         if maintenance and not operator:
-            return self._refuse(event, "maintenance", maintenance)
+            return self._refuse(event, "maintenance", maintenance), job
         workers = self.ops.workers(job.queue)
         if not workers:  # the user's previous job may have died with the last worker
             lost = self._lost_job(event, slots.holder(self.r, event.messenger, event.user))
-            return lost or self._refuse(event, "no_worker", say("no_worker", lang))
+            return lost or self._refuse(event, "no_worker", say("no_worker", lang)), job
         limits = admission.Limits(
             rate_window_s=s.rate_window_s, rate_limit=s.rate_limit, daily_quota=s.daily_quota,
             dedupe_ttl_s=s.dedupe_s, default_service_s=s.default_service_s,
             check_limits=not operator, at_front=operator)
         budget = event.received_at + life - time.time() - 1.0
-        decision = self._decide(event, job, workers, budget, int(life + s.job_timeout_s + 60),
-                                limits, look)
-        if look is not None:
+        job.meta["quota_day"] = time.strftime("%Y%m%d", time.gmtime())
+        take_pin = False
+
+        def decide() -> admission.Decision:
+            return self._decide(event, job, workers, budget, int(life + s.job_timeout_s + 60),
+                                limits, look, deferred and not take_pin, take_pin, claim_now)
+
+        decision = decide()
+        if look is not None and not look.looked:
             look.photo, look.looked = decision.status == admission.PHOTO, True
-            look.pin, look.first_contact = decision.pin, decision.first_contact
+            look.first_contact = decision.first_contact
             if look.photo:
-                return Outcome()  # not an answer: the caller decides again with the photo
+                return Outcome(), job  # not an answer: the caller decides again with the photo
+        if decision.pin is not None and decision.status != admission.ADMITTED:
+            take_pin = True  # the user's pinned seed: a later attempt deletes it when admitted
+            if decision.status == admission.PINNED:  # `같은 시드로`: write the job again with it
+                request = dataclasses.replace(job.request, seed=decision.pin)
+                job = dataclasses.replace(job, request=request)
+                decision = decide()
         if decision.status == admission.KEPT:
             kept = self._kept_first(event)
             if kept is not None:
-                return kept
-            decision = self._decide(event, job, workers, budget,
-                                    int(life + s.job_timeout_s + 60), limits)
+                return kept, job
+            decision = decide()
         if decision.status == admission.BUSY and decision.holder:
             lost = self._lost_job(event, decision.holder)
             if lost is not None:
-                return lost
+                return lost, job
             if slots.holder(self.r, event.messenger, event.user) != decision.holder:
-                decision = self._decide(event, job, workers, budget,
-                                        int(life + s.job_timeout_s + 60), limits)
+                decision = decide()
         if decision.status == admission.ADMITTED:
-            if look is not None and look.pin is not None and decision.pin is None:
-                self.r.delete(keys.seed_pin(event.messenger, event.user))  # admitted on a retry
-            job.meta.update(quota_day=time.strftime("%Y%m%d", time.gmtime()),
-                            ahead=decision.ahead, estimate_s=round(decision.estimate_s, 2))
-            return None
+            job.meta.update(ahead=decision.ahead, estimate_s=round(decision.estimate_s, 2))
+            return None, job
         texts = {
             admission.DUPLICATE: say("duplicate", lang),
             admission.RATE: say("rate_limited", lang, seconds=int(decision.retry_after_s) or 1),
@@ -314,7 +333,7 @@ class Core:
             admission.BLOCKED: say("user_blocked", lang),
         }
         return self._refuse(event, decision.name, texts.get(decision.status, say("busy_slot",
-                                                                                 lang)))
+                                                                                  lang))), job
 
     def _lost_job(self, event: Event, holder: str | None) -> Outcome | None:
         """The job holding the user's slot lost its worker: retried (the user is still busy),
@@ -333,12 +352,24 @@ class Core:
         return self._kept_first(event)
 
     def _decide(self, event: Event, job: Job, workers: int, budget: float, slot_ttl: int,
-                limits: admission.Limits, look: FirstLook | None = None) -> admission.Decision:
+                limits: admission.Limits, look: FirstLook | None, deferred: bool,
+                take_pin: bool, claim_now: bool) -> admission.Decision:
+        """One admission attempt, which queues the job when admitted (one round trip)."""
+        m, u = event.messenger, event.user
+        enqueue = admission.Enqueue(
+            save_job=lambda pipe: self._enqueue(pipe, job, limits.at_front, held=True),
+            job_key=RqJob.key_for(job.request_id),
+            at_front=limits.at_front,
+            prompt=((keys.last_prompt(m, u), json.dumps(_redraw_fields(job.request)),
+                     self.settings.session_ttl_s) if job.task == "draw" else None),
+            claim=((keys.claim(event.request_id), f"{_slow_path(event)}:{time.time():.3f}",
+                    self.settings.record_ttl_s) if claim_now else None),
+            deferred_seed=deferred, take_pin=take_pin)
         return admission.admit(
-            self.r, messenger=event.messenger, user=event.user, text=event.text or job.task,
+            self.r, messenger=m, user=u, text=event.text or job.task,
             request_id=event.request_id, queue_key=self.queue(job.queue).key,
             service_field=admission.service_field(job.queue, job.preset), workers=workers,
-            budget_s=budget, slot_ttl_s=slot_ttl, limits=limits,
+            budget_s=budget, slot_ttl_s=slot_ttl, limits=limits, enqueue=enqueue,
             first_look=look is not None and not look.looked,
             seen_ttl_s=self.settings.session_ttl_s)
 

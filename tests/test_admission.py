@@ -113,7 +113,9 @@ def test_rate_limit_over_a_sliding_window(make_app: Any, stack: Any) -> None:
     user = new_user()
     for prompt in ("첫째 그림", "둘째 그림"):
         assert "아직 그리는 중" in text_of(post(client, user, prompt))
+        # The worker frees the slot before it keeps the picture (the pull path): wait for both.
         assert wait_until(lambda: r.get(keys.slot("kakao", user)) is None, timeout=30)
+        assert wait_until(lambda: r.llen(keys.kept("kakao", user)) > 0)
         r.delete(keys.kept("kakao", user))
     refused = post(client, user, "셋째 그림")
     assert "천천히" in text_of(refused)
@@ -169,6 +171,43 @@ def test_operator_jobs_go_to_the_front(make_app: Any, slow: Any) -> None:
     op_job = keys.as_text(r.get(keys.slot("kakao", operator)))
     ids = Queue("text2image", connection=r, serializer=JSONSerializer).get_job_ids()
     assert ids and ids[0] == op_job
+
+
+def test_admission_queues_in_the_same_transaction_and_a_refusal_leaves_no_job(
+    make_app: Any, slow: Any
+) -> None:
+    from rq.job import Job as RqJob
+
+    from bot.events import Event
+    from workers.job import Request
+
+    r = slow["redis"]
+    core = make_app(redis_url=slow["url"], sync_wait_s=0.0).extensions["koalatalk"].core
+    user = new_user()
+    queue = Queue("text2image", connection=r, serializer=JSONSerializer)
+
+    def submit(request_id: str, prompt: str) -> Any:
+        event = Event(messenger="kakao", user=user, text=prompt, received_at=time.time(),
+                      request_id=request_id, callback_url=None, lang="ko")
+        return core.submit(event, Request(prompt=prompt, seed=3))
+
+    # Redis forgot the script (a restart, SCRIPT FLUSH): the MULTI saved the job hash and pushed
+    # nothing; the second try loads the script and queues the job once.
+    r.script_flush()
+    first, second = "first" + user[:20], "second" + user[:20]
+    assert submit(first, "한 번에 들어가는 그림").reply is not None  # the pull path's answer
+    # queued once: in the queue, or already taken by the slow worker (rq's intermediate queue,
+    # then its started registry)
+    where = [*queue.get_job_ids(), *(keys.as_text(x) for x in r.lrange(
+        queue.intermediate_queue_key, 0, -1)), *queue.started_job_registry.get_job_ids()]
+    assert r.exists(RqJob.key_for(first)) and where.count(first) == 1, where
+    assert keys.as_text(r.get(keys.slot("kakao", user))) == first
+    # A refused request (the user's slot is taken) leaves neither a job nor a queue entry.
+    r.script_flush()
+    refused = submit(second, "기다리지 못한 그림")
+    assert "아직 처리하고 있어요" in " ".join(getattr(p, "text", "") for p in refused.reply.parts)
+    assert not r.exists(RqJob.key_for(second)) and second not in queue.get_job_ids()
+    assert not r.exists(keys.claim(second))
 
 
 def test_maintenance_and_block_list_by_admin_command(make_app: Any, stack: Any) -> None:
@@ -227,8 +266,10 @@ def test_daily_quota_and_refund_on_failure(make_app: Any, stack: Any, callback_s
     core.submit(event, Request(prompt="망가진 요청", width=30, height=30, seed=1))
     assert wait_until(lambda: r.get(keys.slot("kakao", user)) is None)
     assert wait_until(lambda: int(r.get(admission.quota_key("kakao", user)) or 0) == 0)
+    assert wait_until(lambda: r.llen(keys.kept("kakao", user)) > 0)  # the apology, kept
     r.delete(keys.kept("kakao", user))
     assert "아직 그리는 중" in text_of(post(client, user, "오늘의 그림"))
     assert wait_until(lambda: r.get(keys.slot("kakao", user)) is None, timeout=30)
+    assert wait_until(lambda: r.llen(keys.kept("kakao", user)) > 0)
     r.delete(keys.kept("kakao", user))
     assert "내일 다시 만나요" in text_of(post(client, user, "하나 더"))
