@@ -1,6 +1,9 @@
 -- wrk script: Kakao skill requests, each from a distinct user (no per-user slot collisions).
+-- wrk's random numbers repeat from run to run, so each run passes its own tag after `--`:
+-- without it a second run would send the first run's users, who still hold their slots.
 local counter = 0
 local thread_id = 0
+local run_tag = "run"
 local threads = {}
 
 function setup(thread)
@@ -10,11 +13,12 @@ end
 
 function init(args)
   thread_id = tid
+  if args[1] then run_tag = args[1] end
 end
 
 function request()
   counter = counter + 1
-  local user = string.format("bench-%d-%d-%d", thread_id, counter, math.random(1, 1000000000))
+  local user = string.format("bench-%s-%d-%d", run_tag, thread_id, counter)
   local body = '{"intent":{"id":"i","name":"fallback"},"userRequest":{"timezone":"Asia/Seoul",' ..
     '"utterance":"a koala surfing a wave, watercolor","lang":"ko","user":{"id":"' .. user ..
     '","type":"botUserKey","properties":{}},"params":{"surface":"Kakaotalk.plusfriend"},' ..

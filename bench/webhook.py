@@ -21,9 +21,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -37,11 +40,14 @@ NAMES = ("bare LPUSH", "bare rq enqueue", "KoalaTalk /kakao/skill")
 def run_wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
     """Run wrk with the Kakao payload script; return requests/s and latency percentiles (ms)."""
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA), url],
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA), url,
+         "--", uuid.uuid4().hex[:12]],
         capture_output=True, text=True, check=True).stdout
     figures: dict[str, float] = {}
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     figures["rps"] = float(rps.group(1)) if rps else 0.0
+    done = re.search(r"(\d+) requests in", out)
+    figures["requests"] = float(done.group(1)) if done else 0.0
     for pct in ("50", "90", "99"):
         match = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
         if match:
@@ -59,7 +65,6 @@ def run_wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
 @contextmanager
 def suspended_worker(url: str, env: dict[str, str]) -> Iterator[None]:
     """A real, live worker (so admission admits) that takes no jobs: rq's own suspension."""
-    import redis
     from rq.suspension import resume, suspend
 
     r = redis.Redis.from_url(url)
@@ -106,6 +111,8 @@ def main() -> int:
             for _ in range(args.rounds):
                 for name, target in targets.items():
                     runs[name].append(run_wrk(target, args.seconds, args.connections))
+            # Every request must have been admitted and queued, or the figure measures refusals.
+            queued = redis.Redis.from_url(url).llen("rq:queue:text2image")
     shutil.rmtree(media, ignore_errors=True)
     results = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                for name, rs in runs.items()}
@@ -124,7 +131,13 @@ def main() -> int:
     print(f"\nratio KoalaTalk / bare rq   : {ratio:.2f}  (target >= 0.80; per round: "
           f"{', '.join(f'{x:.2f}' for x in ratios)})")
     print(f"ratio KoalaTalk / bare LPUSH: {lpush_ratio:.2f}")
+    for name, rs in runs.items():
+        per_round = ", ".join(f"{r['rps']:.0f}" for r in rs)
+        print(f"  {name:<24} req/s per round: {per_round}")
     print(f"KoalaTalk p99               : {ours.get('p99', 0):.1f} ms (target <= 50 ms)")
+    sent = sum(r["requests"] for r in runs[NAMES[2]])
+    print(f"KoalaTalk jobs queued       : {queued} for {sent:.0f} requests wrk counted "
+          "(wrk leaves out those in flight at the end)")
     return 0
 
 

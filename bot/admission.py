@@ -12,7 +12,6 @@ that MULTI, pushes the job id when it admits and deletes the hash when it refuse
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -25,7 +24,7 @@ import redis
 from redis.client import Pipeline
 from rq import Queue
 
-from bot import keys
+from bot import keys, slots
 
 KEPT, DUPLICATE, RATE, QUOTA, BUSY, TOO_SLOW, ADMITTED, BLOCKED, PHOTO, PINNED = range(10)
 NAMES = ("kept", "duplicate", "rate", "quota", "busy", "too_slow", "admitted", "blocked", "photo",
@@ -134,6 +133,7 @@ class Enqueue:
     at_front: bool = False
     prompt: tuple[str, str, int] | None = None  # last prompt: key, JSON, TTL
     claim: tuple[str, str, int] | None = None  # hand-over claim: key, value, TTL
+    quota_day: str | None = None  # the UTC day the job counts against (None: today)
     deferred_seed: bool = False  # a seed of our own choosing: a pinned seed wins (PINNED)
     take_pin: bool = False  # the job carries the pinned seed: delete the pin when admitted
 
@@ -206,7 +206,7 @@ def admit(
     now = time.time()
     keys_ = (
         keys.kept(messenger, user), dedupe_key(messenger, user, text),
-        keys.user("rate", messenger, user), quota_key(messenger, user),
+        keys.user("rate", messenger, user), quota_key(messenger, user, enqueue.quota_day),
         keys.slot(messenger, user), queue_key, keys.SERVICE_TIMES, keys.BLOCKED,
         keys.photo_session(messenger, user), keys.seed_pin(messenger, user),
         keys.seen_user(messenger, user), metrics.key("requests"), enqueue.job_key,
@@ -223,25 +223,33 @@ def admit(
         enqueue.claim[1] if enqueue.claim else "", enqueue.claim[2] if enqueue.claim else 0,
         "1" if enqueue.deferred_seed else "0", "1" if enqueue.take_pin else "0",
     )
-    status, value, pin, fresh = _run_script(r, enqueue.save_job, keys_, args)
+    try:
+        status, value, pin, fresh = _run_script(r, enqueue.save_job, keys_, args)
+    except _SavedBadly as exc:  # admitted and pushed, but rq's job hash is not whole: undo
+        r.lrem(queue_key, 0, request_id)
+        r.delete(enqueue.job_key)
+        slots.release(r, messenger, user, request_id)
+        refund(r, messenger, user, request_id, enqueue.quota_day or "")
+        raise exc.error from None
     text_value = keys.as_text(value) if isinstance(value, bytes | str) else str(value)
     pin_text = keys.as_text(pin) if isinstance(pin, bytes | str) else ""
     status = int(status)
-    found = Decision(status, pin=int(pin_text) if pin_text.isdigit() else None,
-                     first_contact=bool(fresh))
+    seen_pin, first = int(pin_text) if pin_text.isdigit() else None, bool(fresh)
     if status == ADMITTED:
         ahead, estimate = text_value.split(":")
-        return dataclasses.replace(found, ahead=int(ahead), estimate_s=float(estimate))
+        return Decision(status, ahead=int(ahead), estimate_s=float(estimate), pin=seen_pin,
+                        first_contact=first)
     if status == KEPT:
-        return dataclasses.replace(found, count=int(text_value))
+        return Decision(status, count=int(text_value), pin=seen_pin, first_contact=first)
     if status == RATE:
-        return dataclasses.replace(found, retry_after_s=float(text_value))
+        return Decision(status, retry_after_s=float(text_value), pin=seen_pin, first_contact=first)
     if status == QUOTA:
-        return dataclasses.replace(found, count=int(float(text_value)))
+        return Decision(status, count=int(float(text_value)), pin=seen_pin, first_contact=first)
     if status == TOO_SLOW:
-        return dataclasses.replace(found, estimate_s=float(text_value),
-                                   retry_after_s=max(30.0, float(text_value) - budget_s))
-    return dataclasses.replace(found, holder=text_value)
+        return Decision(status, estimate_s=float(text_value),
+                        retry_after_s=max(30.0, float(text_value) - budget_s), pin=seen_pin,
+                        first_contact=first)
+    return Decision(status, holder=text_value, pin=seen_pin, first_contact=first)
 
 
 def _run_script(r: redis.Redis, save_job: Callable[[Pipeline], object],
@@ -267,10 +275,20 @@ def _run_script(r: redis.Redis, save_job: Callable[[Pipeline], object],
             r.delete(keys_[12])  # the job hash the MULTI saved
             raise outcome
         failed = next((x for x in results[:-1] if isinstance(x, Exception)), None)
-        if failed is not None:  # the script ran; the caller releases what it took
+        if failed is not None:
+            if int(outcome[0]) == ADMITTED:
+                raise _SavedBadly(failed)
             raise failed
         return outcome
     raise AssertionError("unreachable")
+
+
+class _SavedBadly(Exception):
+    """The script admitted and pushed a job whose save failed in the same MULTI."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def refund(r: redis.Redis, messenger: str, user: str, request_id: str, day: str) -> None:

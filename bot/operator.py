@@ -52,19 +52,30 @@ class Operations:
         return f"{event.messenger}:{event.user}" in blocked or event.user in blocked
 
     def _refresh(self) -> None:
-        if time.monotonic() - self._cached_at < CACHE_S:
+        now = time.monotonic()
+        previous = self._cached_at
+        if now - previous < CACHE_S:
             return
-        with self.r.pipeline() as pipe:
-            pipe.get(keys.MAINTENANCE)
-            raw = pipe.execute()[0]
+        if previous:
+            # One greenlet refreshes; the others meanwhile use the values a second old, rather
+            # than every request that arrives in that moment reading them again.
+            self._cached_at = now
+        try:
+            with self.r.pipeline() as pipe:
+                pipe.get(keys.MAINTENANCE)
+                raw = pipe.execute()[0]
+            workers = live_workers(self.r)
+        except Exception:
+            self._cached_at = previous  # the next request tries again
+            raise
         self._maintenance = keys.as_text(raw) if raw else ""
         counts: dict[str, int] = {}
-        for worker in live_workers(self.r):
+        for worker in workers:
             if worker.get("loaded"):
                 for queue in worker.get("queues", []):
                     counts[queue] = counts.get(queue, 0) + 1
         self._workers = counts
-        self._cached_at = time.monotonic()
+        self._cached_at = now
 
     def maintenance(self) -> str:
         """The maintenance message in force ('' when none)."""

@@ -15,6 +15,7 @@ The rules, also in the README:
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -180,6 +181,7 @@ _ENDINGS = (
 )
 _BEGINNINGS = ("in ", "as ", "an ", "a ")
 
+LABELLED_STYLE = re.compile(r"^(?:스타일|화풍|style)\s*[:：]\s*(.+)$", re.I)
 FLAG = re.compile(r"(?<!\S)(?:--|[—–])([A-Za-z][A-Za-z0-9_-]*)")
 VALUE_FLAGS = {"seed", "no", "style", "ar", "shape"}
 SWITCH_FLAGS = {"square", "landscape", "portrait", "wide", "tall", "raw"}
@@ -525,7 +527,7 @@ def _take_part(part: str, found: _Found, in_leave_out: bool = False) -> bool:
     word = " ".join(part.split())
     if not word:
         return False
-    labelled = re.match(r"^(?:스타일|화풍|style)\s*[:：]\s*(.+)$", word, re.I)
+    labelled = LABELLED_STYLE.match(word)
     if labelled:
         key = style_named(labelled.group(1))
         if key is None:
@@ -570,17 +572,28 @@ _SHAPE_INDEX = _index(SHAPE_WORDS)
 
 def _lookup(name: str, index: dict[str, str]) -> str | None:
     """Look a name up, peeling endings and beginnings one at a time until it is found."""
+    for form in _forms(name):
+        if form in index:
+            return index[form]
+    return None
+
+
+@functools.lru_cache(maxsize=2048)
+def _forms(name: str) -> tuple[str, ...]:
+    """The name normalised, then with one ending or beginning peeled at a time (six at most).
+
+    Cached: every part of a prompt is looked up as a shape and then as a style."""
     word = _normalise(name).strip(" .!~")
-    for _ in range(6):
-        if word in index:
-            return index[word]
+    forms = [word]
+    while len(forms) < 6:
         peeled = next((word[: -len(e)].strip() for e in _ENDINGS if word.endswith(e)), None)
         if peeled is None:
             peeled = next((word[len(b) :].strip() for b in _BEGINNINGS if word.startswith(b)), None)
         if not peeled or peeled == word:
-            return None
+            break
         word = peeled
-    return None
+        forms.append(word)
+    return tuple(forms)
 
 
 def _has_content(text: str) -> bool:

@@ -234,24 +234,17 @@ class Core:
         # When there is no time left to wait, the slow-path claim is taken with the enqueue,
         # in the same transaction, so the worker cannot finish in between.
         claim_now = event.received_at + s.sync_wait_s - time.time() < 0.01
+        operator = self.ops.is_operator(event)
         if not hold_slot:
             with self.r.pipeline() as pipe:
-                self._enqueue(pipe, job, at_front=False)
+                self._enqueue(pipe, job, at_front=operator)
                 if claim_now:
                     handover.webhook_claim(pipe, event.request_id, _slow_path(event),
                                            s.record_ttl_s)
                 results = pipe.execute()
             reply = handover.claimed(results[-1]) if claim_now else None
         else:
-            operator = self.ops.is_operator(event)
-            try:
-                refusal, job = self._admit(event, job, life, operator, look, deferred,
-                                           claim_now)
-            except Exception:
-                slots.release(self.r, event.messenger, event.user, event.request_id)
-                admission.refund(self.r, event.messenger, event.user, event.request_id,
-                                 str(job.meta.get("quota_day", "")))
-                raise
+            refusal, job = self._admit(event, job, life, operator, look, deferred, claim_now)
             if refusal is not None:
                 return refusal
             reply = None  # admission took the claim: the worker cannot have finished yet
@@ -364,6 +357,7 @@ class Core:
                      self.settings.session_ttl_s) if job.task == "draw" else None),
             claim=((keys.claim(event.request_id), f"{_slow_path(event)}:{time.time():.3f}",
                     self.settings.record_ttl_s) if claim_now else None),
+            quota_day=str(job.meta.get("quota_day") or "") or None,
             deferred_seed=deferred, take_pin=take_pin)
         return admission.admit(
             self.r, messenger=m, user=u, text=event.text or job.task,

@@ -215,11 +215,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     # Admission and operator controls (bot/admission.py, bot/operator.py)
     "queued_ahead": (
         "그림을 그리고 있어요. 앞에 {ahead}개가 기다리고 있어서 약 {seconds}초 걸려요.",
-        "Drawing your picture. {ahead} requests are ahead of you: about {seconds} seconds.",
+        "Drawing your picture. Ahead of you: {ahead_en}, about {seconds_en}.",
     ),
     "queued_soon": (
         "그림을 그리고 있어요. 약 {seconds}초 뒤에 보내 드릴게요!",
-        "Drawing your picture, about {seconds} seconds!",
+        "Drawing your picture, about {seconds_en}!",
     ),
     "too_slow": (
         "지금 요청이 많아서 제시간에 그려 드리기 어려워요. {when} 뒤에 다시 보내 주세요.",
@@ -231,7 +231,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "rate_limited": (
         "조금 천천히 보내 주세요. {seconds}초 뒤에 다시 보낼 수 있어요.",
-        "Please slow down a little. You can send again in {seconds} seconds.",
+        "Please slow down a little. You can send again in {seconds_en}.",
     ),
     "quota_reached": (
         "오늘은 {n}번까지 요청할 수 있어요. 내일 다시 만나요!",
@@ -366,9 +366,22 @@ def detect_lang(text: str) -> str:
 
 
 def say(key: str, lang: str = "ko", **values: object) -> str:
-    """The message `key` in `lang`, with values filled in."""
+    """The message `key` in `lang`, with values filled in.
+
+    English messages may write `{seconds_en}` or `{ahead_en}` for `seconds` and `ahead` with
+    their noun in the right number (`1 second`, `2 seconds`)."""
     ko, en = MESSAGES[key]
-    return (en if lang == "en" else ko).format(**values)
+    if lang != "en":
+        return ko.format(**values)
+    for name, noun in (("seconds", "second"), ("ahead", "request")):
+        if name in values:
+            values[f"{name}_en"] = count_en(int(str(values[name])), noun)
+    return en.format(**values)
+
+
+def count_en(n: int, noun: str) -> str:
+    """`1 second`, `2 seconds`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def quick(key: str, lang: str = "ko") -> QuickReply:

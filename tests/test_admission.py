@@ -210,6 +210,27 @@ def test_admission_queues_in_the_same_transaction_and_a_refusal_leaves_no_job(
     assert not r.exists(keys.claim(second))
 
 
+def test_a_job_admitted_but_not_saved_is_taken_back_whole(make_app: Any, slow: Any) -> None:
+    from bot.events import Event
+    from workers.job import Request
+
+    r = slow["redis"]
+    core = make_app(redis_url=slow["url"], sync_wait_s=0.0, daily_quota=5).extensions[
+        "koalatalk"].core
+    user = new_user()
+    request_id = "broken" + user[:20]
+    # rq's HSET of the job fails inside the MULTI (the key holds a string), after the script
+    # admitted and pushed it: the push, the slot and the quota are all given back.
+    r.set(f"rq:job:{request_id}", "not a hash")
+    event = Event(messenger="kakao", user=user, text="저장되지 않는 그림", received_at=time.time(),
+                  request_id=request_id, callback_url=None, lang="ko")
+    with pytest.raises(redis.ResponseError):
+        core.submit(event, Request(prompt="저장되지 않는 그림", seed=3))
+    assert request_id not in Queue("text2image", connection=r).get_job_ids()
+    assert r.get(keys.slot("kakao", user)) is None
+    assert int(r.get(admission.quota_key("kakao", user)) or 0) == 0
+
+
 def test_maintenance_and_block_list_by_admin_command(make_app: Any, stack: Any) -> None:
     r = stack["redis"]
     operator, user = new_user(), new_user()
