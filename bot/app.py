@@ -33,12 +33,20 @@ class AppContext:
     core: Core
 
 
-def connect(settings: Settings) -> redis.Redis:
-    """A Redis client whose timeouts keep the webhook inside Kakao's 5 seconds."""
+COMMAND_TIMEOUT_S = 1.0  # a healthy Redis answers in well under a millisecond
+WAIT_MARGIN_S = 0.5
+
+
+def connect(settings: Settings, waiting: bool = False) -> redis.Redis:
+    """A Redis client whose timeouts keep the webhook inside Kakao's 5 seconds.
+
+    A command gives up after COMMAND_TIMEOUT_S, so a stalled Redis (one that takes connections
+    but never answers) costs a user a second, not Kakao's whole budget. `waiting`: the client for
+    the webhook's blocking wait for a worker's hand-over, whose reads last up to that wait."""
     return redis.Redis.from_url(
         settings.redis_url,
-        socket_connect_timeout=1.0,
-        socket_timeout=settings.sync_wait_s + 2,
+        socket_connect_timeout=COMMAND_TIMEOUT_S,
+        socket_timeout=(settings.sync_wait_s + WAIT_MARGIN_S) if waiting else COMMAND_TIMEOUT_S,
         health_check_interval=30,
         retry_on_timeout=False,
     )
@@ -53,7 +61,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     r = connect(settings)
     app.extensions["koalatalk"] = AppContext(
-        settings, r, store_from_settings(settings, r), Core(settings, r)
+        settings, r, store_from_settings(settings, r),
+        Core(settings, r, waiter=connect(settings, waiting=True))
     )
     app.register_blueprint(kakao_webhook)
     app.register_blueprint(media)

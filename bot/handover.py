@@ -5,6 +5,10 @@ One claim key per job, written only with SET NX, decides who delivers:
 - the webhook, when its budget runs out, claims `callback:<ack time>` or `pull`; if it loses,
   the result is already stored (the worker stores it before claiming) and it answers directly.
 Each side's step is one Lua script, so it is atomic in Redis. Exactly one side delivers.
+
+A direct hand-over is also watched: if no webhook takes the wake signal in time (its web process
+died, or lost Redis while it waited), a worker's heartbeat keeps the result for the user's next
+message (`unanswered`), so the user is never left with nothing.
 """
 
 from __future__ import annotations
@@ -21,22 +25,34 @@ from bot import keys
 from bot.events import Reply
 
 CLAIM_TTL_S = 3600
+WAKE_TTL_S = 300  # outlives any watch on a direct hand-over (bot/keys.py HANDOVERS)
 
 _WORKER_FINISH = """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 if redis.call('SET', KEYS[2], 'direct', 'NX', 'EX', ARGV[2]) then
   redis.call('LPUSH', KEYS[3], '1')
-  redis.call('EXPIRE', KEYS[3], 60)
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+  if ARGV[3] ~= '' then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3]) end
   return 'direct'
 end
 return redis.call('GET', KEYS[2])
 """
 
+# The webhook's claim. Losing it means the worker claimed `direct` first: the webhook answers
+# with the stored result now, so it takes the worker's wake signal too.
 _WEBHOOK_CLAIM = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   return {1, false}
 end
+redis.call('DEL', KEYS[3])
 return {0, redis.call('GET', KEYS[2])}
+"""
+
+# A watched direct hand-over that is due: if its wake signal is still there, no webhook took it.
+_UNANSWERED = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return false end
+if redis.call('DEL', KEYS[2]) == 1 then return redis.call('GET', KEYS[3]) or false end
+return false
 """
 
 
@@ -55,18 +71,43 @@ class Claim:
 
 
 def worker_finish(r: redis.Redis, request_id: str, reply: Reply,
-                  ttl_s: int = CLAIM_TTL_S) -> Claim:
-    """Store the job's reply and claim its delivery; returns the claim that holds."""
+                  ttl_s: int = CLAIM_TTL_S, owner: tuple[str, str] | None = None,
+                  taken_by: float = 0.0) -> Claim:
+    """Store the job's reply and claim its delivery; returns the claim that holds.
+
+    `owner` (messenger, user) and `taken_by` (a time): when the worker wins `direct`, the
+    hand-over is watched, and `unanswered` returns it if no webhook took it by then."""
+    member = json.dumps({"id": request_id, "m": owner[0], "u": owner[1]}) if owner else ""
     raw = r.eval(
         _WORKER_FINISH,
-        3,
+        4,
         keys.result(request_id),
         keys.claim(request_id),
         keys.wake(request_id),
+        keys.HANDOVERS,
         json.dumps(reply.to_dict()),
         ttl_s,
+        member,
+        f"{taken_by:.3f}",
+        WAKE_TTL_S,
     )
     return Claim.parse(raw)
+
+
+def unanswered(r: redis.Redis, now: float, limit: int = 50) -> list[tuple[str, str, Reply]]:
+    """Direct hand-overs due by `now` that no webhook took: (messenger, user, reply) each.
+
+    Each is returned once, whichever process asks first; a hand-over a webhook took is dropped.
+    """
+    found = []
+    due = r.zrangebyscore(keys.HANDOVERS, "-inf", f"{now:.3f}", start=0, num=limit)
+    for member in (m for m in due if isinstance(m, bytes | str)):
+        owner = json.loads(member)
+        raw = r.eval(_UNANSWERED, 3, keys.HANDOVERS, keys.wake(owner["id"]),
+                     keys.result(owner["id"]), member)
+        if raw:
+            found.append((owner["m"], owner["u"], _reply(raw)))
+    return found
 
 
 def webhook_claim(r: redis.Redis | Pipeline, request_id: str, how: str,
@@ -79,7 +120,8 @@ def webhook_claim(r: redis.Redis | Pipeline, request_id: str, how: str,
     """
     value = f"{how}:{time.time():.3f}"
     result = r.eval(
-        _WEBHOOK_CLAIM, 2, keys.claim(request_id), keys.result(request_id), value, ttl_s
+        _WEBHOOK_CLAIM, 3, keys.claim(request_id), keys.result(request_id),
+        keys.wake(request_id), value, ttl_s,
     )
     if isinstance(r, Pipeline):
         return result
@@ -93,13 +135,14 @@ def claimed(result: Any) -> Reply | None:
 
 
 def webhook_wait(r: redis.Redis, request_id: str, budget_s: float, how: str,
-                 ttl_s: int = CLAIM_TTL_S) -> Reply | None:
+                 ttl_s: int = CLAIM_TTL_S, waiter: redis.Redis | None = None) -> Reply | None:
     """Wait up to budget_s for the worker's direct hand-over, then claim the slow path.
 
-    Returns the reply to answer directly, or None when the slow path (`how`) is ours.
+    Returns the reply to answer directly, or None when the slow path (`how`) is ours. `waiter`:
+    the client for the blocking wait, whose reads may last the whole budget (bot/app.py).
     """
     if budget_s >= 0.01:
-        woke = r.blpop([keys.wake(request_id)], timeout=budget_s)
+        woke = (waiter or r).blpop([keys.wake(request_id)], timeout=budget_s)
         if woke is not None:
             return _reply(r.get(keys.result(request_id)))
     return webhook_claim(r, request_id, how, ttl_s)

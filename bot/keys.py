@@ -66,6 +66,9 @@ def heartbeat(worker_name: str) -> str:
 
 
 WORKERS = f"{P}workers"
+# Direct hand-overs the worker won, by when the waiting webhook must have taken them: a worker's
+# heartbeat keeps the result of one nobody took (a web process that died or lost Redis mid-wait).
+HANDOVERS = f"{P}handovers"
 PHOTO_PURGE = f"{P}photopurge"  # held a few minutes by whoever purges old photos
 
 

@@ -54,9 +54,11 @@ class FirstLook:
 class Core:
     """Turns events into outcomes; one per web process."""
 
-    def __init__(self, settings: Settings, r: redis.Redis) -> None:
+    def __init__(self, settings: Settings, r: redis.Redis,
+                 waiter: redis.Redis | None = None) -> None:
         self.settings = settings
         self.r = r
+        self.waiter = waiter or r  # the blocking wait for a hand-over (bot/app.py `connect`)
         self.sessions = Sessions(r, settings.session_ttl_s, settings.kept_ttl_s)
         self.ops = Operations(settings, r)
         self.guard = guard_from_settings(settings)
@@ -399,7 +401,7 @@ class Core:
         """Wait for a direct answer until the budget ends, then take the slow path."""
         budget = event.received_at + self.settings.sync_wait_s - time.time()
         reply = handover.webhook_wait(self.r, event.request_id, budget, _slow_path(event),
-                                      self.settings.record_ttl_s)
+                                      self.settings.record_ttl_s, waiter=self.waiter)
         return self.answer(event, reply, job)
 
     def answer(self, event: Event, reply: Reply | None, job: Job) -> Outcome:

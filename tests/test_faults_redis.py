@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -188,3 +189,42 @@ def test_redis_killed_and_restarted_loses_no_queued_job_and_the_worker_reconnect
     assert calls and has_picture(calls[0].body), calls
     assert outage["worker"].poll() is None, "the worker never exited"
     assert len([c for c in callback_server.calls if c.token == token]) == 1
+
+
+def test_a_stalled_redis_answers_within_kakaos_budget_and_the_picture_is_kept(
+    outage: dict[str, Any],
+) -> None:
+    r, proc = outage["r"], outage["redis"]
+    worker_key = f"rq:worker:{outage['name']}"
+    assert wait_until(lambda: r.exists(keys.heartbeat(outage["name"])), timeout=10)
+    assert wait_until(lambda: r.hget(worker_key, "state") == b"idle", timeout=10)
+    # The worker holds the next job (suspended after one more), so Redis can stall while the
+    # webhook waits for it.
+    suspend(r)
+    warm = app_for(outage, sync_wait_s=3.0).test_client()
+    assert has_picture(warm.post("/kakao/skill", json=kakao_payload(new_user(), "먼저")).get_json())
+    assert wait_until(lambda: r.hget(worker_key, "state") == b"suspended", timeout=10)
+    user = new_user()
+    answers: list[tuple[Any, float]] = []
+    waiting = threading.Thread(target=lambda: answers.append(
+        timed_post(warm, "/kakao/skill", json=kakao_payload(user, "멈춘 서버의 그림"))))
+    waiting.start()
+    time.sleep(0.5)  # the webhook is waiting for the worker's hand-over
+    # Redis stops answering without closing anything (a stalled host, a full network buffer).
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        stalled = app_for(outage, sync_wait_s=3.0).test_client()  # its first read stalls too
+        response, took = timed_post(stalled, "/kakao/skill",
+                                    json=kakao_payload(new_user(), "고양이"))
+        assert took < 2.0 and "잠시 쉬고 있어요" in text_of(response.get_json()), took
+        waiting.join(KAKAO_LIMIT_S + 1)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    (response, took), = answers
+    assert took < KAKAO_LIMIT_S and "잠시 쉬고 있어요" in text_of(response.get_json()), took
+    # Redis is back: the worker draws the job; its webhook is gone, so a heartbeat keeps the
+    # picture and the user's next message gets it.
+    resume(r)
+    assert wait_until(lambda: r.llen(keys.kept("kakao", user)) > 0, timeout=20)
+    body = warm.post("/kakao/skill", json=kakao_payload(user, "도움말")).get_json()
+    assert has_picture(body), body

@@ -117,3 +117,37 @@ def test_exactly_one_side_delivers_under_random_timing(redis_url: str) -> None:
     assert seen["both"] == 0 and seen["neither"] == 0, seen
     assert seen["webhook"] and seen["worker"], f"timing must exercise both winners: {seen}"
     pool.disconnect()
+
+
+def test_a_direct_hand_over_nobody_took_is_kept_once(redis_client: Any) -> None:
+    # The worker won `direct`, but its webhook never took the wake signal (its web process died
+    # or lost Redis mid-wait): once due, the result comes back exactly once, for keeping.
+    job = rid()
+    owner = ("kakao", "u-" + job[:8])
+    assert handover.worker_finish(redis_client, job, reply(6), owner=owner,
+                                  taken_by=time.time() + 60).how == "direct"
+    assert all(r[2] != reply(6) for r in handover.unanswered(redis_client, time.time()))
+    due = handover.unanswered(redis_client, time.time() + 61)
+    assert ("kakao", owner[1], reply(6)) in due
+    assert handover.unanswered(redis_client, time.time() + 61) == []
+
+
+def test_a_direct_hand_over_the_webhook_took_is_not_kept(redis_client: Any) -> None:
+    woken, gap = rid(), rid()
+    owner = ("kakao", "u-taken")
+    # woken: the webhook was waiting and took the wake signal
+    got: list[Reply | None] = []
+    waiter = threading.Thread(
+        target=lambda: got.append(handover.webhook_wait(redis_client, woken, 3.0, "callback"))
+    )
+    waiter.start()
+    time.sleep(0.2)
+    handover.worker_finish(redis_client, woken, reply(7), owner=owner, taken_by=time.time())
+    waiter.join(5)
+    assert got == [reply(7)]
+    # gap: the webhook stopped waiting, then lost its claim to the worker and answered directly
+    assert redis_client.blpop([keys.wake(gap)], timeout=0.05) is None
+    handover.worker_finish(redis_client, gap, reply(8), owner=owner, taken_by=time.time())
+    assert handover.webhook_claim(redis_client, gap, "callback") == reply(8)
+    found = handover.unanswered(redis_client, time.time() + 1)
+    assert not [f for f in found if f[2] in (reply(7), reply(8))], found

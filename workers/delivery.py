@@ -15,9 +15,17 @@ from workers.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
+# How long after its wait ends a webhook may still take a direct hand-over (it answers at once
+# when woken); after that a worker keeps the result for the user instead.
+HANDOVER_GRACE_S = 3.0
+
+
 def deliver(rt: Runtime, job: Job, reply: Reply) -> str:
     """Hand the reply to whoever may deliver it; returns how it went out."""
-    claim = handover.worker_finish(rt.redis, job.request_id, reply, rt.settings.record_ttl_s)
+    wait_ends = max(job.received_at + rt.settings.sync_wait_s, time.time())
+    claim = handover.worker_finish(rt.redis, job.request_id, reply, rt.settings.record_ttl_s,
+                                   owner=(job.messenger, job.user),
+                                   taken_by=wait_ends + HANDOVER_GRACE_S)
     if claim.how == "direct":
         log.info("delivered", extra={"how": "direct"})
         metrics.inc(rt.redis, "deliveries", messenger=job.messenger, how="direct")
@@ -59,8 +67,13 @@ def post_callback(rt: Runtime, job: Job, reply: Reply) -> str:
 
 def keep(rt: Runtime, job: Job, reply: Reply) -> None:
     """Keep the reply for the user's next message or `결과 보기`."""
-    rt.sessions.keep(job.messenger, job.user, reply)
-    metrics.inc(rt.redis, "deliveries", messenger=job.messenger, how="kept")
+    keep_for(rt, job.messenger, job.user, reply)
+
+
+def keep_for(rt: Runtime, messenger: str, user: str, reply: Reply) -> None:
+    """Keep a reply for a user's next message or `결과 보기`."""
+    rt.sessions.keep(messenger, user, reply)
+    metrics.inc(rt.redis, "deliveries", messenger=messenger, how="kept")
     log.info("delivered", extra={"how": "kept"})
 
 

@@ -1,8 +1,8 @@
 """The worker heartbeat: which queues it serves and that its models are loaded.
 
 The web reads it for readiness and for slot recovery. Each beat also looks for jobs of dead
-workers (retried here, or their users told, within seconds) and, now and then, purges old
-pictures.
+workers (retried here, or their users told, within seconds) and for direct hand-overs no webhook
+took (kept for the user), and, now and then, purges old pictures.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from bot import keys, photos
+from bot import handover, keys, photos
 from bot.events import Reply
 from workers import delivery, recovery
 from workers.job import Job
@@ -86,6 +86,15 @@ def rescue_lost_jobs(rt: Runtime) -> int:
     return len(lost)
 
 
+def rescue_unanswered(rt: Runtime) -> int:
+    """Keep the results of direct hand-overs that no webhook took in time; returns how many."""
+    found = handover.unanswered(rt.redis, time.time())
+    for messenger, user, reply in found:
+        log.warning("direct hand-over not taken by the webhook; result kept for the user")
+        delivery.keep_for(rt, messenger, user, reply)
+    return len(found)
+
+
 def _deliver_quietly(rt: Runtime, job: Job, reply: Reply) -> None:
     try:
         delivery.deliver(rt, job, reply)
@@ -103,6 +112,7 @@ def start(rt: Runtime) -> threading.Event:
             try:
                 beat(rt)
                 rescue_lost_jobs(rt)
+                rescue_unanswered(rt)
                 if time.time() - last_purge > PURGE_EVERY_S:
                     last_purge = time.time()
                     removed = rt.store.purge()
