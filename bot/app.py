@@ -58,6 +58,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     logs.setup(settings.log_level, settings.log_json)
     app = Flask(__name__, static_folder=None)  # bot/static is the playground's, served by it
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Answers as UTF-8 (Korean text half the bytes of \u escapes), compact, in the order built.
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     r = connect(settings)
     app.extensions["koalatalk"] = AppContext(

@@ -47,6 +47,7 @@ class Drawing:
         self.blocklist = BlockList.load(settings.blocklist_path)  # read once, at start
         preset = TEXT_TO_IMAGE.get(settings.preset)
         self.canvas = (preset.width, preset.height) if preset else (1024, 1024)
+        self._notices: dict[str, str] = {}
 
     def plan(self, event: Event, action: Action, photo: str | None = None,
              pin: bytes | None = None, defer_seed: bool = False) -> Request | Reply:
@@ -64,12 +65,14 @@ class Drawing:
         return self._prompt(event, action.text, pin, defer_seed)
 
     def notice(self, lang: str) -> str:
-        """The one-line notice a new user's first answer carries."""
-        s = self.settings
-        keep = max(s.session_ttl_s, s.media_retention_s)
-        return say(
-            "notice", lang, keep=duration(keep, lang), photo_keep=duration(s.photo_ttl_s, lang)
-        )
+        """The one-line notice a new user's first answer carries (settings are read once)."""
+        if lang not in self._notices:
+            s = self.settings
+            keep = max(s.session_ttl_s, s.media_retention_s)
+            self._notices[lang] = say(
+                "notice", lang, keep=duration(keep, lang), photo_keep=duration(s.photo_ttl_s, lang)
+            )
+        return self._notices[lang]
 
     # --- one per action ----------------------------------------------------------------------
 
