@@ -26,6 +26,7 @@ from bot.events import Reply
 
 CLAIM_TTL_S = 3600
 WAKE_TTL_S = 300  # outlives any watch on a direct hand-over (bot/keys.py HANDOVERS)
+UNANSWERED_BATCH = 500
 
 _WORKER_FINISH = """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
@@ -94,20 +95,26 @@ def worker_finish(r: redis.Redis, request_id: str, reply: Reply,
     return Claim.parse(raw)
 
 
-def unanswered(r: redis.Redis, now: float, limit: int = 50) -> list[tuple[str, str, Reply]]:
-    """Direct hand-overs due by `now` that no webhook took: (messenger, user, reply) each.
+def unanswered(r: redis.Redis, now: float,
+               limit: int = UNANSWERED_BATCH) -> tuple[list[tuple[str, str, Reply]], int]:
+    """Direct hand-overs due by `now` that no webhook took: (messenger, user, reply) each, and
+    how many due ones were looked at (at most `limit`, in one round trip after the read).
 
     Each is returned once, whichever process asks first; a hand-over a webhook took is dropped.
     """
-    found = []
-    due = r.zrangebyscore(keys.HANDOVERS, "-inf", f"{now:.3f}", start=0, num=limit)
-    for member in (m for m in due if isinstance(m, bytes | str)):
-        owner = json.loads(member)
-        raw = r.eval(_UNANSWERED, 3, keys.HANDOVERS, keys.wake(owner["id"]),
-                     keys.result(owner["id"]), member)
-        if raw:
-            found.append((owner["m"], owner["u"], _reply(raw)))
-    return found
+    due = [m for m in r.zrangebyscore(keys.HANDOVERS, "-inf", f"{now:.3f}", start=0, num=limit)
+           if isinstance(m, bytes | str)]
+    if not due:
+        return [], 0
+    owners = [json.loads(member) for member in due]
+    with r.pipeline(transaction=False) as pipe:
+        for member, owner in zip(due, owners, strict=True):
+            pipe.eval(_UNANSWERED, 3, keys.HANDOVERS, keys.wake(owner["id"]),
+                      keys.result(owner["id"]), member)
+        results = pipe.execute()
+    found = [(owner["m"], owner["u"], _reply(raw))
+             for owner, raw in zip(owners, results, strict=True) if raw]
+    return found, len(due)
 
 
 def webhook_claim(r: redis.Redis | Pipeline, request_id: str, how: str,

@@ -6,7 +6,6 @@ It knows no messenger's JSON: it takes an Event and returns an Outcome.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import secrets
 import time
@@ -355,8 +354,8 @@ class Core:
             save_job=lambda pipe: self._enqueue(pipe, job, limits.at_front, held=True),
             job_key=RqJob.key_for(job.request_id),
             at_front=limits.at_front,
-            prompt=((keys.last_prompt(m, u), json.dumps(_redraw_fields(job.request)),
-                     self.settings.session_ttl_s) if job.task == "draw" else None),
+            prompt=(self.sessions.prompt_record(m, u, _redraw_fields(job.request))
+                    if job.task == "draw" else None),
             claim=((keys.claim(event.request_id), f"{_slow_path(event)}:{time.time():.3f}",
                     self.settings.record_ttl_s) if claim_now else None),
             quota_day=str(job.meta.get("quota_day") or "") or None,

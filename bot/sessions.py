@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import redis
-from redis.client import Pipeline
 
 from bot import keys
 from bot.events import Reply
@@ -20,11 +19,11 @@ class Sessions:
         self.session_ttl_s = session_ttl_s
         self.kept_ttl_s = kept_ttl_s
 
-    def remember_prompt(self, messenger: str, user: str, request: dict[str, Any],
-                        pipe: Pipeline | None = None) -> None:
-        """Keep the user's last drawing request for `다시 그리기`."""
-        target = self.r if pipe is None else pipe
-        target.set(keys.last_prompt(messenger, user), json.dumps(request), ex=self.session_ttl_s)
+    def prompt_record(self, messenger: str, user: str,
+                      request: dict[str, Any]) -> tuple[str, str, int]:
+        """The user's last drawing request for `다시 그리기`, as admission writes it when the
+        job is admitted: key, JSON, TTL."""
+        return keys.last_prompt(messenger, user), json.dumps(request), self.session_ttl_s
 
     def last_prompt(self, messenger: str, user: str) -> dict[str, Any] | None:
         """The user's last drawing request, if still kept."""

@@ -86,13 +86,21 @@ def rescue_lost_jobs(rt: Runtime) -> int:
     return len(lost)
 
 
-def rescue_unanswered(rt: Runtime) -> int:
-    """Keep the results of direct hand-overs that no webhook took in time; returns how many."""
-    found = handover.unanswered(rt.redis, time.time())
-    for messenger, user, reply in found:
-        log.warning("direct hand-over not taken by the webhook; result kept for the user")
-        delivery.keep_for(rt, messenger, user, reply)
-    return len(found)
+def rescue_unanswered(rt: Runtime, batches: int = 20) -> int:
+    """Keep the results of direct hand-overs that no webhook took in time; returns how many.
+
+    Every direct hand-over is looked at once it is due, taken or not, so the watch list stays
+    as short as the last few seconds of direct answers."""
+    kept = 0
+    for _ in range(batches):
+        found, looked = handover.unanswered(rt.redis, time.time())
+        for messenger, user, reply in found:
+            log.warning("direct hand-over not taken by the webhook; result kept for the user")
+            delivery.keep_for(rt, messenger, user, reply)
+        kept += len(found)
+        if looked < handover.UNANSWERED_BATCH:
+            break
+    return kept
 
 
 def _deliver_quietly(rt: Runtime, job: Job, reply: Reply) -> None:
