@@ -235,7 +235,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "quota_reached": (
         "오늘은 {n}번까지 요청할 수 있어요. 내일 다시 만나요!",
-        "You've reached today's limit of {n} requests. See you tomorrow!",
+        "You've reached today's limit ({n}). See you tomorrow!",
     ),
     "duplicate": (
         "같은 요청을 방금 받았어요. 준비되면 보내 드릴게요.",
