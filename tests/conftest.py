@@ -232,3 +232,14 @@ def make_app(stack):  # type: ignore[no-untyped-def]
         return create_app(settings)
 
     return build
+
+
+@pytest.fixture(scope="module")
+def cdn():  # type: ignore[no-untyped-def]
+    """A local stand-in for Kakao's photo CDN (tests/photo_support.py), one per test module."""
+    from tests.photo_support import CdnServer
+
+    server = CdnServer(free_port())
+    http = server.start()
+    yield server
+    http.shutdown()

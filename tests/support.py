@@ -49,6 +49,42 @@ def kakao_payload(
     return body
 
 
+KAKAO_BUDGET_S = 4.9  # Kakao waits 5 s for a skill's answer
+
+
+def post_kakao(client: Any, user: str, text: str, callback: str | None = None,
+               budget_s: float | None = None) -> dict[str, Any]:
+    """POST a skill request through a Flask test client; the answer must be a 200 (within
+    `budget_s` when given). Returns the Kakao body."""
+    started = time.time()
+    response = client.post("/kakao/skill", json=kakao_payload(user, text, callback))
+    elapsed = time.time() - started
+    assert response.status_code == 200, response.data
+    if budget_s is not None:
+        assert elapsed < budget_s, f"Kakao's 5 s budget missed: {elapsed:.2f}s"
+    return response.get_json()
+
+
+def outputs(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Kakao answer's bubbles (none for an acknowledgement)."""
+    return body.get("template", {}).get("outputs", [])
+
+
+def text_of(body: dict[str, Any]) -> str:
+    """A Kakao answer's text: the waiting text of an acknowledgement, else its text bubbles."""
+    if "useCallback" in body:
+        return body["data"]["text"]
+    return "\n".join(o["simpleText"]["text"] for o in outputs(body) if "simpleText" in o)
+
+
+def has_picture(body: dict[str, Any]) -> bool:
+    return any("simpleImage" in o for o in outputs(body))
+
+
+def image_urls(body: dict[str, Any]) -> list[str]:
+    return [o["simpleImage"]["imageUrl"] for o in outputs(body) if "simpleImage" in o]
+
+
 @dataclass
 class Call:
     """One POST the callback stand-in received."""

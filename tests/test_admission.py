@@ -14,32 +14,15 @@ from rq.serializers import JSONSerializer
 from bot import admission, keys
 from tests.conftest import LOG_DIR, stop_process
 from tests.support import (
-    kakao_payload,
     new_user,
+    post_kakao,
     redis_db,
     start_worker,
+    text_of,
     wait_ready,
     wait_until,
     worker_env,
 )
-
-
-def post(client: Any, user: str, text: str, callback: str | None = None) -> dict[str, Any]:
-    response = client.post("/kakao/skill", json=kakao_payload(user, text, callback))
-    assert response.status_code == 200
-    return response.get_json()
-
-
-def text_of(body: dict[str, Any]) -> str:
-    if "useCallback" in body:
-        return body["data"]["text"]
-    return "\n".join(
-        o["simpleText"]["text"] for o in body["template"]["outputs"] if "simpleText" in o
-    )
-
-
-def has_picture(body: dict[str, Any]) -> bool:
-    return "template" in body and any("simpleImage" in o for o in body["template"]["outputs"])
 
 
 def queued(r: redis.Redis) -> int:
@@ -77,7 +60,7 @@ def test_refuses_at_once_when_the_estimate_misses_the_deadline(
         client = make_app(sync_wait_s=0.0).test_client()
         user = new_user()
         depth = queued(r)
-        body = post(client, user, "아주 느린 서버", callback_server.url("slow" + user))
+        body = post_kakao(client, user, "아주 느린 서버", callback_server.url("slow" + user))
         assert "useCallback" not in body
         assert "다시 보내 주세요" in text_of(body)
         assert queued(r) == depth
@@ -93,7 +76,7 @@ def test_refuses_at_once_when_the_estimate_misses_the_deadline(
 def test_waiting_message_states_the_expected_seconds(make_app: Any, callback_server: Any) -> None:
     client = make_app(sync_wait_s=0.0).test_client()
     user = new_user()
-    body = post(client, user, "기다리는 동안", callback_server.url("wait" + user))
+    body = post_kakao(client, user, "기다리는 동안", callback_server.url("wait" + user))
     assert body["useCallback"] is True
     assert "초" in body["data"]["text"]
     assert callback_server.wait_for("wait" + user)
@@ -102,7 +85,7 @@ def test_waiting_message_states_the_expected_seconds(make_app: Any, callback_ser
 def test_no_live_worker_says_so_at_once(make_app: Any, redis_url: str) -> None:
     url = redis_db(redis_url, 8)
     client = make_app(redis_url=url, sync_wait_s=0.0).test_client()
-    body = post(client, new_user(), "아무도 없는 서버")
+    body = post_kakao(client, new_user(), "아무도 없는 서버")
     assert "쉬고 있어요" in text_of(body)
     assert queued(redis.Redis.from_url(url)) == 0
 
@@ -112,12 +95,12 @@ def test_rate_limit_over_a_sliding_window(make_app: Any, stack: Any) -> None:
     client = make_app(sync_wait_s=0.0, rate_limit=2, rate_window_s=60).test_client()
     user = new_user()
     for prompt in ("첫째 그림", "둘째 그림"):
-        assert "아직 그리는 중" in text_of(post(client, user, prompt))
+        assert "아직 그리는 중" in text_of(post_kakao(client, user, prompt))
         # The worker frees the slot before it keeps the picture (the pull path): wait for both.
         assert wait_until(lambda: r.get(keys.slot("kakao", user)) is None, timeout=30)
         assert wait_until(lambda: r.llen(keys.kept("kakao", user)) > 0)
         r.delete(keys.kept("kakao", user))
-    refused = post(client, user, "셋째 그림")
+    refused = post_kakao(client, user, "셋째 그림")
     assert "천천히" in text_of(refused)
     assert r.get(keys.slot("kakao", user)) is None
 
@@ -127,8 +110,8 @@ def test_identical_requests_within_the_window_become_one_job(
 ) -> None:
     client = make_app(sync_wait_s=0.0).test_client()
     user = new_user()
-    first = post(client, user, "두 번 누른 요청", callback_server.url("dup1" + user))
-    second = post(client, user, "두 번 누른 요청", callback_server.url("dup2" + user))
+    first = post_kakao(client, user, "두 번 누른 요청", callback_server.url("dup1" + user))
+    second = post_kakao(client, user, "두 번 누른 요청", callback_server.url("dup2" + user))
     assert first["useCallback"] is True
     assert "방금 받았어요" in text_of(second)
     assert callback_server.wait_for("dup1" + user)
@@ -140,24 +123,24 @@ def test_cancel_a_queued_job_and_drop_a_running_one(make_app: Any, slow: Any) ->
     r = slow["redis"]
     client = make_app(redis_url=slow["url"], sync_wait_s=0.0).test_client()
     runner, waiter = new_user(), new_user()
-    post(client, runner, "먼저 그리는 그림")
+    post_kakao(client, runner, "먼저 그리는 그림")
     assert wait_until(
         lambda: (
             r.get(keys.running(keys.as_text(r.get(keys.slot("kakao", runner)) or b"-"))) is not None
         )
     )
-    post(client, waiter, "줄 서 있는 그림")
+    post_kakao(client, waiter, "줄 서 있는 그림")
     waiting_job = keys.as_text(r.get(keys.slot("kakao", waiter)))
-    assert "취소했어요" in text_of(post(client, waiter, "취소"))
+    assert "취소했어요" in text_of(post_kakao(client, waiter, "취소"))
     assert r.get(keys.slot("kakao", waiter)) is None
     registry = CanceledJobRegistry("text2image", connection=r, serializer=JSONSerializer)
     assert waiting_job in registry.get_job_ids()
-    assert "결과를 보내지 않을게요" in text_of(post(client, runner, "취소"))
+    assert "결과를 보내지 않을게요" in text_of(post_kakao(client, runner, "취소"))
     assert r.get(keys.slot("kakao", runner)) is None
     time.sleep(2.5)  # the running job finishes; its result must go nowhere
     assert r.llen(keys.kept("kakao", runner)) == 0
     assert r.llen(keys.kept("kakao", waiter)) == 0
-    assert "취소할 요청이 없어요" in text_of(post(client, waiter, "취소"))
+    assert "취소할 요청이 없어요" in text_of(post_kakao(client, waiter, "취소"))
 
 
 def test_operator_jobs_go_to_the_front(make_app: Any, slow: Any) -> None:
@@ -166,8 +149,8 @@ def test_operator_jobs_go_to_the_front(make_app: Any, slow: Any) -> None:
     client = make_app(redis_url=slow["url"], sync_wait_s=0.0, operators=(operator,)).test_client()
     users = [new_user() for _ in range(3)]
     for user in users:
-        post(client, user, f"보통 요청 {user[:6]}")
-    post(client, operator, "운영자 요청")
+        post_kakao(client, user, f"보통 요청 {user[:6]}")
+    post_kakao(client, operator, "운영자 요청")
     op_job = keys.as_text(r.get(keys.slot("kakao", operator)))
     ids = Queue("text2image", connection=r, serializer=JSONSerializer).get_job_ids()
     assert ids and ids[0] == op_job
@@ -236,16 +219,17 @@ def test_maintenance_and_block_list_by_admin_command(make_app: Any, stack: Any) 
     operator, user = new_user(), new_user()
     client = make_app(sync_wait_s=0.0, operators=(operator,)).test_client()
     try:
-        assert "점검을 시작했어요" in text_of(post(client, operator, "/점검 오후 3시까지 쉬어요"))
+        started = post_kakao(client, operator, "/점검 오후 3시까지 쉬어요")
+        assert "점검을 시작했어요" in text_of(started)
         time.sleep(1.1)  # web processes read operator state with a one-second cache
         depth = queued(r)
-        assert "오후 3시까지 쉬어요" in text_of(post(client, user, "점검 중 요청"))
+        assert "오후 3시까지 쉬어요" in text_of(post_kakao(client, user, "점검 중 요청"))
         assert queued(r) == depth
-        assert "점검을 끝냈어요" in text_of(post(client, operator, "/점검 끝"))
-        assert "차단했어요" in text_of(post(client, operator, f"/차단 {user}"))
-        assert "이용할 수 없어요" in text_of(post(client, user, "차단된 요청"))
-        assert "풀었어요" in text_of(post(client, operator, f"/차단 해제 {user}"))
-        assert "이용할 수 없어요" not in text_of(post(client, user, "풀린 요청"))
+        assert "점검을 끝냈어요" in text_of(post_kakao(client, operator, "/점검 끝"))
+        assert "차단했어요" in text_of(post_kakao(client, operator, f"/차단 {user}"))
+        assert "이용할 수 없어요" in text_of(post_kakao(client, user, "차단된 요청"))
+        assert "풀었어요" in text_of(post_kakao(client, operator, f"/차단 해제 {user}"))
+        assert "이용할 수 없어요" not in text_of(post_kakao(client, user, "풀린 요청"))
     finally:
         r.delete(keys.MAINTENANCE)
         r.srem(keys.BLOCKED, f"kakao:{user}")
@@ -253,16 +237,16 @@ def test_maintenance_and_block_list_by_admin_command(make_app: Any, stack: Any) 
 
 def test_a_non_operator_cannot_run_admin_commands(make_app: Any, stack: Any) -> None:
     client = make_app(sync_wait_s=0.0).test_client()
-    post(client, new_user(), "/점검 모두 멈춰")
+    post_kakao(client, new_user(), "/점검 모두 멈춰")
     assert stack["redis"].get(keys.MAINTENANCE) is None
 
 
 def test_maintenance_and_block_list_by_settings(make_app: Any) -> None:
     blocked = new_user()
     client = make_app(sync_wait_s=0.0, maintenance="점검 중이에요").test_client()
-    assert "점검 중이에요" in text_of(post(client, new_user(), "요청"))
+    assert "점검 중이에요" in text_of(post_kakao(client, new_user(), "요청"))
     client = make_app(sync_wait_s=0.0, blocked_users=(f"kakao:{blocked}",)).test_client()
-    assert "이용할 수 없어요" in text_of(post(client, blocked, "요청"))
+    assert "이용할 수 없어요" in text_of(post_kakao(client, blocked, "요청"))
 
 
 def test_daily_quota_and_refund_on_failure(make_app: Any, stack: Any, callback_server: Any) -> None:
@@ -289,8 +273,8 @@ def test_daily_quota_and_refund_on_failure(make_app: Any, stack: Any, callback_s
     assert wait_until(lambda: int(r.get(admission.quota_key("kakao", user)) or 0) == 0)
     assert wait_until(lambda: r.llen(keys.kept("kakao", user)) > 0)  # the apology, kept
     r.delete(keys.kept("kakao", user))
-    assert "아직 그리는 중" in text_of(post(client, user, "오늘의 그림"))
+    assert "아직 그리는 중" in text_of(post_kakao(client, user, "오늘의 그림"))
     assert wait_until(lambda: r.get(keys.slot("kakao", user)) is None, timeout=30)
     assert wait_until(lambda: r.llen(keys.kept("kakao", user)) > 0)
     r.delete(keys.kept("kakao", user))
-    assert "내일 다시 만나요" in text_of(post(client, user, "하나 더"))
+    assert "내일 다시 만나요" in text_of(post_kakao(client, user, "하나 더"))

@@ -20,31 +20,17 @@ from tests.conftest import LOG_DIR, stop_process
 from tests.support import (
     ROOT,
     ConnectionCounter,
-    kakao_payload,
+    has_picture,
     new_user,
+    post_kakao,
     redis_db,
     start_worker,
+    text_of,
     wait_ready,
     wait_until,
     worker_env,
 )
 from workers.job import Request
-
-
-def post(client: Any, user: str, text: str, callback: str | None = None) -> dict[str, Any]:
-    response = client.post("/kakao/skill", json=kakao_payload(user, text, callback))
-    assert response.status_code == 200
-    return response.get_json()
-
-
-def text_of(body: dict[str, Any]) -> str:
-    return "\n".join(
-        o["simpleText"]["text"] for o in body["template"]["outputs"] if "simpleText" in o
-    )
-
-
-def has_picture(body: dict[str, Any]) -> bool:
-    return any("simpleImage" in o for o in body["template"]["outputs"])
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +53,14 @@ def slow(redis_url: str, stack: Any) -> Any:
 def test_one_job_in_flight_per_user(make_app: Any, slow: Any) -> None:
     client = make_app(redis_url=slow["url"], sync_wait_s=0.0).test_client()
     user, other = new_user(), new_user()
-    assert "아직 그리는 중" in text_of(post(client, user, "첫 번째 그림"))
-    busy = post(client, user, "두 번째 그림")
+    assert "아직 그리는 중" in text_of(post_kakao(client, user, "첫 번째 그림"))
+    busy = post_kakao(client, user, "두 번째 그림")
     assert "앞서 보낸 요청을 아직 처리하고 있어요" in text_of(busy)
-    assert "아직 그리는 중" in text_of(post(client, other, "다른 사람의 그림"))
+    assert "아직 그리는 중" in text_of(post_kakao(client, other, "다른 사람의 그림"))
     r = slow["redis"]
     assert wait_until(lambda: r.llen(keys.kept("kakao", user)) == 1, timeout=20)
     assert r.get(keys.slot("kakao", user)) is None
-    later = post(client, user, "세 번째 그림")
+    later = post_kakao(client, user, "세 번째 그림")
     assert has_picture(later), "the kept picture comes first"
     assert "앞서 보낸 요청을" not in text_of(later)
 
@@ -96,11 +82,11 @@ def test_callback_off_the_allow_list_is_never_contacted_and_the_result_kept(
     try:
         client = make_app(sync_wait_s=0.0).test_client()
         user = new_user()
-        body = post(client, user, "허용되지 않은 콜백", template.format(port=counter.port))
+        body = post_kakao(client, user, "허용되지 않은 콜백", template.format(port=counter.port))
         assert body["useCallback"] is True
         assert wait_until(lambda: stack["redis"].llen(keys.kept("kakao", user)) == 1)
         assert counter.count == 0
-        later = post(client, user, "안녕")
+        later = post_kakao(client, user, "안녕")
         assert has_picture(later)
     finally:
         counter.close()
@@ -113,13 +99,13 @@ def test_callback_fail_500_or_slow_keeps_the_result(
     client = make_app(sync_wait_s=0.0, callback_deadline_s=5.0).test_client()
     user = new_user()
     token = behaviour.replace(":", "") + user
-    post(client, user, "콜백이 실패하는 그림", callback_server.url(token, behaviour))
+    post_kakao(client, user, "콜백이 실패하는 그림", callback_server.url(token, behaviour))
     assert wait_until(lambda: stack["redis"].llen(keys.kept("kakao", user)) == 1, timeout=30)
     hits = callback_server.hits.get(token, 0)
     assert hits >= min_hits
     if behaviour == "fail":
         assert hits == 1, "a FAIL is final and must not be retried"
-    assert has_picture(post(client, user, "결과 보기"))
+    assert has_picture(post_kakao(client, user, "결과 보기"))
     assert stack["redis"].get(keys.slot("kakao", user)) is None
 
 
@@ -161,7 +147,7 @@ def test_slot_is_freed_within_seconds_after_the_worker_is_killed(
         wait_ready(r, proc, log_path=log_path)
         client = make_app(redis_url=url, sync_wait_s=0.0).test_client()
         user = new_user()
-        post(client, user, "중간에 죽는 워커")
+        post_kakao(client, user, "중간에 죽는 워커")
         holder = r.get(keys.slot("kakao", user))
         assert holder is not None
         assert wait_until(lambda: r.get(keys.running(holder.decode())) is not None)
@@ -171,7 +157,7 @@ def test_slot_is_freed_within_seconds_after_the_worker_is_killed(
         # Busy while the heartbeat lives; once it has expired (2.5 s) and with no live worker
         # to retry on, the user's next message hears about the lost job, and the slot is free.
         assert wait_until(
-            lambda: "서버가 멈췄어요" in text_of(post(client, user, "새 그림")), timeout=10
+            lambda: "서버가 멈췄어요" in text_of(post_kakao(client, user, "새 그림")), timeout=10
         )
         assert time.time() - killed_at < 5
         assert r.get(keys.slot("kakao", user)) is None

@@ -28,9 +28,11 @@ from bot.messengers.line import signature
 from bot.settings import Settings
 from tests.conftest import LOG_DIR, free_port, start_redis, stop_process
 from tests.support import (
+    has_picture,
     kakao_payload,
     new_user,
     start_worker,
+    text_of,
     wait_ready,
     wait_until,
     worker_env,
@@ -78,18 +80,6 @@ def outage(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
 def app_for(outage: dict[str, Any], **overrides: Any) -> Any:
     env = {f"KOALATALK_{k.upper()}": v for k, v in outage["settings"].items()}
     return create_app(Settings.from_env(env, **overrides))
-
-
-def outputs(body: dict[str, Any]) -> list[dict[str, Any]]:
-    return body.get("template", {}).get("outputs", [])
-
-
-def text_of(body: dict[str, Any]) -> str:
-    return " ".join(o["simpleText"]["text"] for o in outputs(body) if "simpleText" in o)
-
-
-def has_picture(body: dict[str, Any]) -> bool:
-    return any("simpleImage" in o for o in outputs(body))
 
 
 def timed_post(client: Any, path: str, **kwargs: Any) -> tuple[Any, float]:

@@ -24,10 +24,12 @@ from rq.serializers import JSONSerializer
 from bot import admission, keys
 from tests.conftest import LOG_DIR, stop_process
 from tests.support import (
-    kakao_payload,
+    has_picture,
     new_user,
+    post_kakao,
     redis_db,
     start_worker,
+    text_of,
     wait_ready,
     wait_until,
     worker_env,
@@ -65,24 +67,6 @@ def fleet(redis_url: str, stack: Any) -> Iterator[dict[str, Any]]:
         r.close()
 
 
-def post(client: Any, user: str, text: str, callback: str | None = None) -> dict[str, Any]:
-    response = client.post("/kakao/skill", json=kakao_payload(user, text, callback))
-    assert response.status_code == 200
-    return response.get_json()
-
-
-def outputs(body: dict[str, Any]) -> list[dict[str, Any]]:
-    return body.get("template", {}).get("outputs", [])
-
-
-def has_picture(body: dict[str, Any]) -> bool:
-    return any("simpleImage" in o for o in outputs(body))
-
-
-def text_of(body: dict[str, Any]) -> str:
-    return " ".join(o["simpleText"]["text"] for o in outputs(body) if "simpleText" in o)
-
-
 def running_on(r: redis.Redis, request_id: str) -> str | None:
     raw = r.get(keys.running(request_id))
     return keys.as_text(raw) if raw else None
@@ -90,7 +74,7 @@ def running_on(r: redis.Redis, request_id: str) -> str | None:
 
 def send(fleet: dict[str, Any], client: Any, user: str, callback: str) -> str:
     """Send a prompt; returns its request id."""
-    assert post(client, user, f"그림 {user[-6:]}", callback)["useCallback"] is True
+    assert post_kakao(client, user, f"그림 {user[-6:]}", callback)["useCallback"] is True
     request_id = keys.as_text(fleet["redis"].get(keys.slot("kakao", user)) or b"")
     assert request_id
     return request_id

@@ -13,7 +13,6 @@ import struct
 import time
 import tracemalloc
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from PIL import Image, ImageOps
 from bot import keys
 from bot.photos import Limits, PhotoError, check
 from tests import photo_support as ps
-from tests.conftest import free_port
 from tests.support import kakao_payload, new_user, redis_db
 
 LIMITS = Limits(
@@ -254,14 +252,6 @@ def test_a_nonsense_orientation_costs_the_rotation_never_the_photo(orientation: 
 
 
 # --- end to end: hostile photos through the Kakao webhook -----------------------------------
-
-
-@pytest.fixture(scope="module")
-def cdn() -> Iterator[ps.CdnServer]:
-    server = ps.CdnServer(free_port())
-    http = server.start()
-    yield server
-    http.shutdown()
 
 
 @pytest.fixture

@@ -14,7 +14,14 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from bot import keys, slots
-from tests.support import kakao_payload, new_user, wait_until
+from tests.support import (
+    KAKAO_BUDGET_S,
+    image_urls,
+    new_user,
+    post_kakao,
+    text_of,
+    wait_until,
+)
 from workers.imaging import is_marked_ai
 from workers.job import Job, Request
 
@@ -23,24 +30,7 @@ DIRECT_WAIT = 4.0
 
 
 def post(client: Any, user: str, text: str, callback: str | None = None) -> dict[str, Any]:
-    started = time.time()
-    response = client.post("/kakao/skill", json=kakao_payload(user, text, callback))
-    elapsed = time.time() - started
-    assert response.status_code == 200, response.data
-    assert elapsed < 4.9, f"Kakao's 5 s budget missed: {elapsed:.2f}s"
-    return response.get_json()
-
-
-def outputs(body: dict[str, Any]) -> list[dict[str, Any]]:
-    return body["template"]["outputs"]
-
-
-def texts(body: dict[str, Any]) -> str:
-    return "\n".join(o["simpleText"]["text"] for o in outputs(body) if "simpleText" in o)
-
-
-def image_urls(body: dict[str, Any]) -> list[str]:
-    return [o["simpleImage"]["imageUrl"] for o in outputs(body) if "simpleImage" in o]
+    return post_kakao(client, user, text, callback, budget_s=KAKAO_BUDGET_S)
 
 
 def quick_labels(body: dict[str, Any]) -> list[str]:
@@ -65,7 +55,7 @@ def test_prompt_answered_directly_with_an_ai_marked_jpeg(
     body = post(client, new_user(), "우주를 떠다니는 고양이", callback_server.url(token))
     urls = image_urls(body)
     assert len(urls) == 1
-    assert "AI" in texts(body)
+    assert "AI" in text_of(body)
     labels = quick_labels(body)
     assert labels[:2] == ["다시 그리기", "같은 시드로"] and labels[-1] == "도움말"
     data = fetch_jpeg(client, urls[0])
@@ -91,7 +81,7 @@ def test_prompt_acknowledged_then_delivered_by_callback(
     assert delivered["version"] == "2.0"
     urls = image_urls(delivered)
     assert len(urls) == 1
-    assert "Drawn by AI" in texts(delivered)
+    assert "Drawn by AI" in text_of(delivered)
     assert is_marked_ai(fetch_jpeg(client, urls[0]))
 
 
@@ -105,15 +95,15 @@ def test_pull_path_late_keeps_the_result_for_result_view(make_app: Any, stack: A
     client = make_app(sync_wait_s=0.0).test_client()
     user = new_user()
     body = post(client, user, "노을 지는 사막")
-    assert "아직 그리는 중" in texts(body)
+    assert "아직 그리는 중" in text_of(body)
     assert "결과 보기" in quick_labels(body)
     r = stack["redis"]
     assert wait_until(lambda: r.llen(keys.kept("kakao", user)) == 1)
     shown = post(client, user, "결과 보기")
     assert len(image_urls(shown)) == 1
-    assert "지난번에 요청하신 결과" in texts(shown)
+    assert "지난번에 요청하신 결과" in text_of(shown)
     again = post(client, user, "결과 보기")
-    assert "받지 않은 결과가 없어요" in texts(again)
+    assert "받지 않은 결과가 없어요" in text_of(again)
 
 
 def test_kept_result_served_on_next_message_with_one_tap_resend(make_app: Any, stack: Any) -> None:
@@ -135,7 +125,7 @@ def test_redraw_uses_last_prompt_with_a_new_seed(make_app: Any) -> None:
     user = new_user()
     first = post(client, user, "빨간 우산을 든 여우")
     second = post(client, user, "다시 그리기")
-    assert "빨간 우산을 든 여우" in texts(second)
+    assert "빨간 우산을 든 여우" in text_of(second)
     a = fetch_jpeg(client, image_urls(first)[0])
     b = fetch_jpeg(client, image_urls(second)[0])
     assert a != b, "a redraw must use a new seed"
@@ -143,27 +133,27 @@ def test_redraw_uses_last_prompt_with_a_new_seed(make_app: Any) -> None:
 
 def test_redraw_without_a_last_prompt_explains(make_app: Any) -> None:
     body = post(make_app().test_client(), new_user(), "다시 그리기")
-    assert "다시 그릴 문장이 없어요" in texts(body)
+    assert "다시 그릴 문장이 없어요" in text_of(body)
 
 
 @pytest.mark.parametrize("text", ["도움말", "help", "", "  "])
 def test_help_has_quick_replies(make_app: Any, text: str) -> None:
     body = post(make_app().test_client(), new_user(), text)
-    assert "코알라톡" in texts(body) or "KoalaTalk" in texts(body)
+    assert "코알라톡" in text_of(body) or "KoalaTalk" in text_of(body)
     assert len(quick_labels(body)) >= 2
 
 
 @pytest.mark.parametrize("text", ["안녕하세요", "안녕!", "hello"])
 def test_greeting_gets_welcome_and_help_quick_replies(make_app: Any, text: str) -> None:
     body = post(make_app().test_client(), new_user(), text)
-    assert "코알라톡" in texts(body) or "KoalaTalk" in texts(body)
+    assert "코알라톡" in text_of(body) or "KoalaTalk" in text_of(body)
     assert quick_labels(body)
     assert not image_urls(body)
 
 
 def test_english_prompt_gets_english_messages(make_app: Any) -> None:
     body = post(make_app().test_client(), new_user(), "help")
-    assert "Send one sentence" in texts(body)
+    assert "Send one sentence" in text_of(body)
 
 
 def test_job_past_its_deadline_is_not_run_and_user_is_told(make_app: Any, stack: Any) -> None:
@@ -180,5 +170,5 @@ def test_job_past_its_deadline_is_not_run_and_user_is_told(make_app: Any, stack:
     assert r.get(keys.slot("kakao", user)) is None
     assert r.get(keys.result(rid)) is None, "an expired job must not be drawn"
     body = post(make_app().test_client(), user, "안녕")
-    assert "제시간에 그리지 못했어요" in texts(body)
+    assert "제시간에 그리지 못했어요" in text_of(body)
     assert not image_urls(body)

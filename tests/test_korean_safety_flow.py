@@ -12,7 +12,6 @@ import hashlib
 import io
 import logging
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,16 @@ from bot.events import Ack, Outcome, Picture, Reply, Text
 from models.tiny_aux import TINY_MARIAN, TINY_SAFETY_FLAG
 from models.translation import has_hangul
 from tests import photo_support as ps
-from tests.conftest import RUN_DIR, free_port, stop_process
+from tests.conftest import RUN_DIR, stop_process
 from tests.support import (
+    KAKAO_BUDGET_S,
+    image_urls,
     kakao_payload,
     new_user,
+    post_kakao,
     redis_db,
     start_worker,
+    text_of,
     wait_ready,
     wait_until,
     worker_env,
@@ -52,11 +55,7 @@ NOTICE = "안내: 그림은 AI가 만들어요"
 
 
 def post(client: Any, user: str, text: str) -> dict[str, Any]:
-    started = time.time()
-    response = client.post("/kakao/skill", json=kakao_payload(user, text))
-    assert response.status_code == 200, response.data
-    assert time.time() - started < 4.9, "Kakao's 5 s budget missed"
-    return response.get_json()
+    return post_kakao(client, user, text, budget_s=KAKAO_BUDGET_S)
 
 
 def finish(client: Any, r: redis.Redis, user: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -74,22 +73,13 @@ def draw(client: Any, r: redis.Redis, user: str, text: str) -> dict[str, Any]:
     return finish(client, r, user, post(client, user, text))
 
 
-def texts(body: dict[str, Any]) -> str:
-    outputs = body["template"]["outputs"]
-    return "\n".join(o["simpleText"]["text"] for o in outputs if "simpleText" in o)
-
-
-def image_urls(body: dict[str, Any]) -> list[str]:
-    return [o["simpleImage"]["imageUrl"] for o in body["template"]["outputs"] if "simpleImage" in o]
-
-
 def labels(body: dict[str, Any]) -> list[str]:
     return [q["label"] for q in body["template"].get("quickReplies", [])]
 
 
 def picture(client: Any, body: dict[str, Any]) -> Image.Image:
     urls = image_urls(body)
-    assert len(urls) == 1, texts(body)
+    assert len(urls) == 1, text_of(body)
     response = client.get(urlparse(urls[0]).path)
     assert response.status_code == 200
     return Image.open(io.BytesIO(response.data))
@@ -97,15 +87,15 @@ def picture(client: Any, body: dict[str, Any]) -> Image.Image:
 
 def line(body: dict[str, Any], prefix: str) -> str | None:
     """The text after `prefix` on the reply line that starts with it."""
-    for row in texts(body).splitlines():
+    for row in text_of(body).splitlines():
         if row.startswith(prefix):
             return row[len(prefix) :]
     return None
 
 
 def seed_of(body: dict[str, Any]) -> int:
-    found = re.search(r"(?:시드|seed) (\d+)", texts(body))
-    assert found, texts(body)
+    found = re.search(r"(?:시드|seed) (\d+)", text_of(body))
+    assert found, text_of(body)
     return int(found.group(1))
 
 
@@ -152,10 +142,10 @@ def test_korean_prompt_is_translated_shown_cached_and_noticed(make_app: Any, sta
     prompt = "벚꽃 길을 걷는 코알라 " + new_user()[:6]  # unique, so the first draw misses the cache
     user = new_user()
     initial = post(client, user, prompt)
-    assert NOTICE in texts(initial), "a new user's first answer carries the notice"
+    assert NOTICE in text_of(initial), "a new user's first answer carries the notice"
     first = finish(client, r, user, initial)
     picture(client, first)
-    assert f"AI가 그린 그림이에요: {prompt}" in texts(first)
+    assert f"AI가 그린 그림이에요: {prompt}" in text_of(first)
     english = line(first, "그린 영어 문장: ")
     assert english and not has_hangul(english), "the reply shows the English prompt drawn"
     found = labels(first)
@@ -173,15 +163,15 @@ def test_korean_prompt_is_translated_shown_cached_and_noticed(make_app: Any, sta
     result = last_job(r, other, 1).return_value()
     assert (result["cache_hits"], result["cache_misses"]) == (1, 0)
     later = post(client, user, "고양이")
-    assert NOTICE not in texts(later)
+    assert NOTICE not in text_of(later)
     finish(client, r, user, later)
 
 
 def test_first_contact_notice_also_reaches_help_and_acknowledgements(make_app: Any) -> None:
     client = make_app(sync_wait_s=0.0).test_client()
     body = post(client, new_user(), "도움말")
-    assert NOTICE in texts(body)
-    assert "문장과 그림은 1일, 사진은 1시간 뒤 지워요" in texts(body), "how long things are kept"
+    assert NOTICE in text_of(body)
+    assert "문장과 그림은 1일, 사진은 1시간 뒤 지워요" in text_of(body), "how long things are kept"
     response = client.post(
         "/kakao/skill",
         json=kakao_payload(new_user(), "고양이", "https://bot-api.kakao.com/v1/bots/b/callback/t"),
@@ -195,7 +185,7 @@ def test_english_and_untranslated_prompts_are_drawn_as_written(make_app: Any, st
     user = known_user(r)
     body = draw(client, r, user, "a red fox in the snow")
     picture(client, body)
-    assert "Drawn by AI: a red fox in the snow" in texts(body)
+    assert "Drawn by AI: a red fox in the snow" in text_of(body)
     assert line(body, "Drawn from: ") is None, "nothing to show when nothing was changed"
     raw = draw(client, r, user, "!빨간 여우")
     picture(client, raw)
@@ -239,7 +229,7 @@ def test_same_seed_holds_for_the_next_prompt_only(make_app: Any, stack: Any) -> 
     user = known_user(r)
     assert seed_of(draw(client, r, user, "고양이, 시드 77")) == 77
     pinned = post(client, user, "같은 시드로")
-    assert "77" in texts(pinned) and not image_urls(pinned)
+    assert "77" in text_of(pinned) and not image_urls(pinned)
     assert seed_of(draw(client, r, user, "강아지")) == 77
     assert seed_of(draw(client, r, user, "토끼")) != 77
 
@@ -247,7 +237,7 @@ def test_same_seed_holds_for_the_next_prompt_only(make_app: Any, stack: Any) -> 
 def test_same_seed_without_a_last_prompt_explains(make_app: Any, stack: Any) -> None:
     client = make_app().test_client()
     body = post(client, known_user(stack["redis"]), "같은 시드로")
-    assert "다시 그릴 문장이 없어요" in texts(body)
+    assert "다시 그릴 문장이 없어요" in text_of(body)
 
 
 def test_redraw_keeps_options_with_a_new_seed_and_a_style_tap_keeps_the_seed(
@@ -275,7 +265,7 @@ def test_long_prompt_is_cut_to_clip_and_the_reply_says_so(make_app: Any, stack: 
     prompt = "a small grey koala sitting on a red chair by the window " * 6
     body = draw(client, stack["redis"], user, prompt.strip() + ", watercolor")
     picture(client, body)
-    assert "only the first part the model reads (77 tokens) was drawn" in texts(body)
+    assert "only the first part the model reads (77 tokens) was drawn" in text_of(body)
     drawn = line(body, "Drawn from: ")
     assert drawn is not None
     user_part, _, style_part = drawn.partition(", watercolor painting")
@@ -303,7 +293,7 @@ def test_bad_input_gets_a_helpful_answer_and_no_job(
     r = stack["redis"]
     user = known_user(r)
     body = post(make_app().test_client(), user, text)
-    assert answer in texts(body)
+    assert answer in text_of(body)
     assert not image_urls(body)
     assert nothing_queued(r, user)
 
@@ -325,13 +315,13 @@ def test_block_list_refuses_before_translation_and_queues_nothing(
     client = make_app(blocklist_path=blocklist_file).test_client()
     user = known_user(r)
     body = post(client, user, "금지어가 들어간 그림, 수채화")
-    assert "그 내용은 그려 드릴 수 없어요" in texts(body)
+    assert "그 내용은 그려 드릴 수 없어요" in text_of(body)
     assert nothing_queued(r, user)
     logged = [row for row in capsys.readouterr().err.splitlines() if " refused " in row]
     assert len(logged) == 1 and "reason=blocklist" in logged[0]
     assert "금지어가" not in logged[0], "the prompt stays out of the log (LOG_PROMPTS off)"
     english = post(client, known_user(r), "a FORBIDDEN garden")
-    assert "Sorry, I can't draw that" in texts(english)
+    assert "Sorry, I can't draw that" in text_of(english)
 
 
 def test_refusal_logs_keep_prompts_out_unless_allowed(caplog: Any) -> None:
@@ -458,7 +448,7 @@ def test_block_list_applies_after_translation_in_the_worker(
     user = known_user(worker["redis"])
     assert strict["term"] not in strict["prompt"]
     body = draw(client, worker["redis"], user, strict["prompt"])
-    assert "그 내용은 그려 드릴 수 없어요" in texts(body)
+    assert "그 내용은 그려 드릴 수 없어요" in text_of(body)
     assert not image_urls(body)
     assert wait_until(lambda: "reason=blocklist_translated" in worker["log"].read_text())
     assert strict["prompt"] not in worker["log"].read_text(), "prompts stay out of the log"
@@ -472,7 +462,7 @@ def test_flagged_picture_is_never_published_under_block(
     media = Path(worker["settings"]["media_dir"])
     before = set(media.glob("*")) if media.exists() else set()
     body = draw(client, worker["redis"], known_user(worker["redis"]), "a quiet garden")
-    assert "didn't pass the safety check, so I can't show it" in texts(body)
+    assert "didn't pass the safety check, so I can't show it" in text_of(body)
     assert not image_urls(body)
     after = set(media.glob("*")) if media.exists() else set()
     assert after == before, "nothing is stored under a public URL"
@@ -517,14 +507,6 @@ def test_flagged_picture_is_blurred_under_blur_and_passed_under_allow(tmp_path: 
 # --- Drawing from a photo -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cdn() -> Iterator[ps.CdnServer]:
-    server = ps.CdnServer(free_port())
-    http = server.start()
-    yield server
-    http.shutdown()
-
-
 def test_photo_is_redrawn_in_a_style_with_the_strength_in_words(
     make_app: Any, stack: Any, cdn: ps.CdnServer
 ) -> None:
@@ -535,7 +517,7 @@ def test_photo_is_redrawn_in_a_style_with_the_strength_in_words(
     payload = kakao_payload(user, url := cdn.serve(ps.jpeg((80, 60)), once=True))
     payload["userRequest"]["params"]["media"] = {"type": "image", "url": url}
     payload["flow"]["trigger"]["type"] = "IMAGE_UPLOAD"
-    assert "사진을 받았어요" in texts(client.post("/kakao/skill", json=payload).get_json())
+    assert "사진을 받았어요" in text_of(client.post("/kakao/skill", json=payload).get_json())
     body = draw(client, r, user, "이 사진을 조금 수채화로")
     assert picture(client, body).size == (64, 64), "redrawn on the preset's canvas"
     assert "watercolor painting" in (line(body, "그린 영어 문장: ") or "")

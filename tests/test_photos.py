@@ -9,7 +9,6 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +22,10 @@ from bot.photos import Limits, PhotoStore, check, receive, sniff
 from bot.settings import Settings
 from bot.urlguard import guard_from_settings
 from tests import photo_support as ps
-from tests.conftest import free_port
 from workers.vision import plain_text, split_bubbles
 
 LIMITS = Limits(max_bytes=2_000_000, max_pixels=4_000_000, clip_max_bytes=5_000_000, clip_max_s=10)
 SAMPLES = Path(__file__).resolve().parent / "data" / "kakao"
-
-
-@pytest.fixture(scope="module")
-def cdn() -> Iterator[ps.CdnServer]:
-    server = ps.CdnServer(free_port())
-    http = server.start()
-    yield server
-    http.shutdown()
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ from bot.media import new_id
 from bot.messengers import line
 from bot.settings import Settings, SettingsError
 from tests import photo_support as ps
-from tests.conftest import free_port
 from tests.standins import LINE_TOKEN, TELEGRAM_TOKEN
 from tests.support import (
     ROOT,
@@ -250,14 +249,6 @@ class Records(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
-
-
-@pytest.fixture(scope="module")
-def cdn() -> Iterator[ps.CdnServer]:
-    server = ps.CdnServer(free_port())
-    http = server.start()
-    yield server
-    http.shutdown()
 
 
 def test_photo_urls_off_the_rules_are_refused_before_any_connection(

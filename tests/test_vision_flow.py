@@ -17,18 +17,10 @@ from rq.serializers import JSONSerializer
 
 from bot import keys
 from tests import photo_support as ps
-from tests.conftest import free_port, stop_process
+from tests.conftest import stop_process
 from tests.support import kakao_payload, new_user, start_worker, wait_ready, wait_until, worker_env
 
 DIRECT_WAIT = 4.0
-
-
-@pytest.fixture(scope="module")
-def cdn() -> Iterator[ps.CdnServer]:
-    server = ps.CdnServer(free_port())
-    http = server.start()
-    yield server
-    http.shutdown()
 
 
 @pytest.fixture(scope="module")
