@@ -63,11 +63,8 @@
     return el;
   }
 
-  function bubble(who, text, extra) {
-    const el = row(who);
-    const b = document.createElement("div");
-    b.className = "bubble" + (extra ? " " + extra : "");
-    b.textContent = text;
+  // A bubble and its time in a row: the time before my bubbles, after the bot's.
+  function stamp(el, who, b) {
     const time = document.createElement("span");
     time.className = "time";
     time.textContent = now();
@@ -79,6 +76,14 @@
       el.appendChild(time);
     }
     scroll();
+  }
+
+  function bubble(who, text, extra) {
+    const el = row(who);
+    const b = document.createElement("div");
+    b.className = "bubble" + (extra ? " " + extra : "");
+    b.textContent = text;
+    stamp(el, who, b);
     return b;
   }
 
@@ -94,17 +99,7 @@
       scroll();
     });
     b.appendChild(img);
-    const time = document.createElement("span");
-    time.className = "time";
-    time.textContent = now();
-    if (who === "me") {
-      el.appendChild(time);
-      el.appendChild(b);
-    } else {
-      el.querySelector(".stack").appendChild(b);
-      el.appendChild(time);
-    }
-    scroll();
+    stamp(el, who, b);
     return img;
   }
 
