@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -35,6 +37,40 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+def wait_worker(redis_url: str, proc: subprocess.Popen[bytes], queue: str = "text2image",
+                timeout: float = 180) -> None:
+    """Until a worker serving `queue` heartbeats with its models loaded (or `proc` exits)."""
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{queue} worker exited")
+        for key in r.scan_iter("kt:hb:*"):
+            raw = r.get(key)
+            beat = json.loads(raw) if raw else {}
+            if beat.get("loaded") and queue in beat.get("queues", []):
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{queue} worker not ready")
+
+
+@contextmanager
+def worker(env: dict[str, str], queue: str = "text2image",
+           log: Any = subprocess.DEVNULL) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `python -m workers <queue>` on env's KOALATALK_REDIS_URL, ready when it yields;
+    stopped after."""
+    proc = subprocess.Popen([PY, "-m", "workers", queue], cwd=ROOT, env={**os.environ, **env},
+                            stdout=log, stderr=subprocess.STDOUT if log is not subprocess.DEVNULL
+                            else subprocess.DEVNULL)
+    try:
+        wait_worker(env["KOALATALK_REDIS_URL"], proc, queue)
+        yield proc
+    finally:
+        stop(proc)
 
 
 @contextmanager

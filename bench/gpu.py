@@ -516,8 +516,8 @@ def model_figures(report: Report, model: Any, name: str, scale: Scale) -> dict[s
 def served_path(report: Report, model: Any, saved: Path, scratch: Path, stubs: Path | None,
                 device: str, scale: Scale) -> dict[str, Any]:
     """Prompt to direct reply through redis-server, the real worker and the real Flask app."""
-    from bench.common import redis_server, stop
-    from bench.overhead import kakao_body, wait_worker
+    from bench.common import redis_server, stop, wait_worker
+    from bench.overhead import kakao_body
     from models import hfcache
     from models.presets import TEXT_TO_IMAGE
     from workers.imaging import to_jpeg

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import PY, ROOT, gunicorn, percentile, redis_server, stop, summary
+from bench.common import gunicorn, percentile, redis_server, summary, worker
 
 
 def kakao_body(user: str, text: str) -> bytes:
@@ -44,45 +43,22 @@ def post(port: int, body: bytes) -> dict:  # type: ignore[type-arg]
         return json.loads(response.read())
 
 
-def wait_worker(redis_url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
-    import redis
-
-    r = redis.Redis.from_url(redis_url)
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError("worker exited")
-        for key in r.scan_iter("kt:hb:*"):
-            raw = r.get(key)
-            if raw and json.loads(raw).get("loaded"):
-                return
-        time.sleep(0.2)
-    raise RuntimeError("worker not ready")
-
-
 def served(n: int, env: dict[str, str]) -> list[float]:
     """Prompt in to direct reply through the real server and worker."""
     times: list[float] = []
     with redis_server() as url:
         env = {**env, "KOALATALK_REDIS_URL": url}
-        worker = subprocess.Popen([PY, "-m", "workers", "text2image"], cwd=ROOT,
-                                  env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        try:
-            wait_worker(url, worker)
-            with gunicorn("bot.app:create_app()", env) as port:
-                user = "bench-" + uuid.uuid4().hex
-                for i in range(n + 3):
-                    started = time.perf_counter()
-                    body = post(port, kakao_body(user, f"a koala number {i} in a field"))
-                    elapsed = time.perf_counter() - started
-                    outputs = body.get("template", {}).get("outputs", [])
-                    if not any("simpleImage" in o for o in outputs):
-                        raise RuntimeError(f"not a direct picture: {body}")
-                    if i >= 3:  # the first requests warm connections and caches
-                        times.append(elapsed)
-        finally:
-            stop(worker)
+        with worker(env), gunicorn("bot.app:create_app()", env) as port:
+            user = "bench-" + uuid.uuid4().hex
+            for i in range(n + 3):
+                started = time.perf_counter()
+                body = post(port, kakao_body(user, f"a koala number {i} in a field"))
+                elapsed = time.perf_counter() - started
+                outputs = body.get("template", {}).get("outputs", [])
+                if not any("simpleImage" in o for o in outputs):
+                    raise RuntimeError(f"not a direct picture: {body}")
+                if i >= 3:  # the first requests warm connections and caches
+                    times.append(elapsed)
     return times
 
 

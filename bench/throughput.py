@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import PY, ROOT, gunicorn, percentile, redis_server, stop
-from bench.overhead import kakao_body, wait_worker
+from bench.common import gunicorn, percentile, redis_server, worker
+from bench.overhead import kakao_body
 
 
 @dataclass
@@ -83,11 +81,7 @@ def run(users: int, seconds: float, max_batch: int, base_env: dict[str, str]) ->
     samples: list[Sample] = []
     with redis_server() as url:
         env = {**base_env, "KOALATALK_REDIS_URL": url, "KOALATALK_MAX_BATCH": str(max_batch)}
-        worker = subprocess.Popen([PY, "-m", "workers", "text2image"], cwd=ROOT,
-                                  env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        try:
-            wait_worker(url, worker)
+        with worker(env):
             with gunicorn("bot.app:create_app()", env) as port:
                 warm: list[Sample] = []
                 user_loop(port, "warm-" + uuid.uuid4().hex, time.time() + 2, warm)
@@ -100,8 +94,6 @@ def run(users: int, seconds: float, max_batch: int, base_env: dict[str, str]) ->
                     t.join(seconds + 30)
             r = redis.Redis.from_url(url)
             calls = [json.loads(c) for c in r.lrange("kt:modelcalls", 0, -1)]
-        finally:
-            stop(worker)
     pictures = [s for s in samples if s.kind == "picture"]
     reasons: dict[str, int] = {}
     for s in samples:

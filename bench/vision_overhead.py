@@ -33,14 +33,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    PY,
-    ROOT,
     free_port,
     gunicorn,
     percentile,
     redis_server,
-    stop,
     summary,
+    worker,
 )
 
 QUESTION = "이 사진에 무엇이 있나요?"
@@ -95,22 +93,6 @@ def post(port: int, body: bytes) -> tuple[list[str], list[str]]:
     return texts, [q["label"] for q in template.get("quickReplies", [])]
 
 
-def wait_worker(redis_url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
-    import redis
-
-    r = redis.Redis.from_url(redis_url)
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError("vision worker exited")
-        for key in r.scan_iter("kt:hb:*"):
-            raw = r.get(key)
-            if raw and json.loads(raw).get("loaded") and "vision" in json.loads(raw)["queues"]:
-                return
-        time.sleep(0.2)
-    raise RuntimeError("vision worker not ready")
-
-
 def direct_model(photo: bytes) -> Callable[[int], float]:
     """The model's own answer call on the same normalised photo, in this process; returns a
     function that answers question i and gives its seconds."""
@@ -150,36 +132,25 @@ def served(
     uploads: list[float] = []
     with redis_server() as url:
         env = {**env, "KOALATALK_REDIS_URL": url}
-        worker = subprocess.Popen(
-            [PY, "-m", "workers", "vision"],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_worker(url, worker)
-            with gunicorn("bot.app:create_app()", env) as port:
-                user = "bench-" + uuid.uuid4().hex
-                post(port, kakao_body(user, "도움말"))  # the first-contact notice, out of the way
-                for i in range(n + 3):
-                    started = time.perf_counter()
-                    got, _ = post(port, kakao_body(user, "", cdn.serve(photo)))
-                    uploaded = time.perf_counter() - started
-                    if got[-1] != "사진을 받았어요. 무엇이 궁금하세요?":
-                        raise RuntimeError(f"photo not received: {got}")
-                    started = time.perf_counter()
-                    answer, labels = post(port, kakao_body(user, question(i)))
-                    asked = time.perf_counter() - started
-                    if "새 사진" not in labels:  # only a model's answer carries it
-                        raise RuntimeError(f"not a direct answer: {answer}")
-                    called = direct(i)
-                    if i >= 3:  # the first requests warm connections and caches
-                        uploads.append(uploaded)
-                        asks.append(asked)
-                        calls.append(called)
-        finally:
-            stop(worker)
+        with worker(env, "vision", log), gunicorn("bot.app:create_app()", env) as port:
+            user = "bench-" + uuid.uuid4().hex
+            post(port, kakao_body(user, "도움말"))  # the first-contact notice, out of the way
+            for i in range(n + 3):
+                started = time.perf_counter()
+                got, _ = post(port, kakao_body(user, "", cdn.serve(photo)))
+                uploaded = time.perf_counter() - started
+                if got[-1] != "사진을 받았어요. 무엇이 궁금하세요?":
+                    raise RuntimeError(f"photo not received: {got}")
+                started = time.perf_counter()
+                answer, labels = post(port, kakao_body(user, question(i)))
+                asked = time.perf_counter() - started
+                if "새 사진" not in labels:  # only a model's answer carries it
+                    raise RuntimeError(f"not a direct answer: {answer}")
+                called = direct(i)
+                if i >= 3:  # the first requests warm connections and caches
+                    uploads.append(uploaded)
+                    asks.append(asked)
+                    calls.append(called)
     return {"asks": asks, "calls": calls, "uploads": uploads}
 
 

@@ -14,7 +14,6 @@ Targets (2-core machine): KoalaTalk >= 0.8x the bare rq endpoint's requests/s, p
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import statistics
@@ -30,8 +29,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import PY, ROOT, gunicorn, redis_server, stop
-from bench.overhead import wait_worker
+from bench.common import ROOT, gunicorn, redis_server, worker
 
 LUA = ROOT / "bench" / "kakao.lua"
 NAMES = ("bare LPUSH", "bare rq enqueue", "KoalaTalk /kakao/skill")
@@ -69,14 +67,10 @@ def suspended_worker(url: str, env: dict[str, str]) -> Iterator[None]:
 
     r = redis.Redis.from_url(url)
     suspend(r)
-    worker = subprocess.Popen([PY, "-m", "workers", "text2image"], cwd=ROOT,
-                              env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
     try:
-        wait_worker(url, worker)
-        yield
+        with worker(env):
+            yield
     finally:
-        stop(worker)
         resume(r)
 
 
