@@ -130,7 +130,6 @@ class Enqueue:
 
     save_job: Callable[[Pipeline], object]  # rq's job save on a HeldQueue, into the MULTI
     job_key: str  # rq's job hash, deleted when refused
-    at_front: bool = False
     prompt: tuple[str, str, int] | None = None  # last prompt: key, JSON, TTL
     claim: tuple[str, str, int] | None = None  # hand-over claim: key, value, TTL
     quota_day: str | None = None  # the UTC day the job counts against (None: today)
@@ -224,7 +223,7 @@ def admit(
         "1" if enqueue.deferred_seed else "0", "1" if enqueue.take_pin else "0",
     )
     try:
-        status, value, pin, fresh = _run_script(r, enqueue.save_job, keys_, args)
+        status, value, pin, fresh = _run_script(r, enqueue, keys_, args)
     except _SavedBadly as exc:  # admitted and pushed, but rq's job hash is not whole: undo
         r.lrem(queue_key, 0, request_id)
         r.delete(enqueue.job_key)
@@ -252,8 +251,8 @@ def admit(
     return Decision(status, holder=text_value, pin=seen_pin, first_contact=first)
 
 
-def _run_script(r: redis.Redis, save_job: Callable[[Pipeline], object],
-                keys_: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+def _run_script(r: redis.Redis, enqueue: Enqueue, keys_: tuple[str, ...],
+                args: tuple[Any, ...]) -> Any:
     """rq's job save and the admission script in one MULTI (one round trip).
 
     EVALSHA, with the script loaded once per Redis server: when Redis does not know it yet, the
@@ -264,7 +263,7 @@ def _run_script(r: redis.Redis, save_job: Callable[[Pipeline], object],
         if sha is None:
             _SCRIPT["admit"] = sha = keys.as_text(r.script_load(_ADMIT))
         with r.pipeline(transaction=True) as pipe:
-            save_job(pipe)
+            enqueue.save_job(pipe)
             pipe.evalsha(sha, len(keys_), *keys_, *args)
             results = pipe.execute(raise_on_error=False)
         outcome = results[-1]
@@ -272,7 +271,7 @@ def _run_script(r: redis.Redis, save_job: Callable[[Pipeline], object],
             _SCRIPT.pop("admit", None)
             continue
         if isinstance(outcome, Exception):
-            r.delete(keys_[12])  # the job hash the MULTI saved
+            r.delete(enqueue.job_key)  # the job hash the MULTI saved
             raise outcome
         failed = next((x for x in results[:-1] if isinstance(x, Exception)), None)
         if failed is not None:

@@ -125,14 +125,19 @@ def webhook_claim(r: redis.Redis | Pipeline, request_id: str, how: str,
     worker claimed first (answer it directly). On a pipeline the claim is queued; pass its
     result to `claimed`.
     """
-    value = f"{how}:{time.time():.3f}"
+    key, value, _ = claim_record(request_id, how, ttl_s)
     result = r.eval(
-        _WEBHOOK_CLAIM, 3, keys.claim(request_id), keys.result(request_id),
-        keys.wake(request_id), value, ttl_s,
+        _WEBHOOK_CLAIM, 3, key, keys.result(request_id), keys.wake(request_id), value, ttl_s
     )
     if isinstance(r, Pipeline):
         return result
     return claimed(result)
+
+
+def claim_record(request_id: str, how: str, ttl_s: int = CLAIM_TTL_S) -> tuple[str, str, int]:
+    """The webhook's slow-path claim as written with `SET NX`: key, value, TTL. Admission takes
+    it in the enqueue's own transaction when the webhook will not wait (bot/admission.py)."""
+    return keys.claim(request_id), f"{how}:{time.time():.3f}", ttl_s
 
 
 def claimed(result: Any) -> Reply | None:

@@ -353,12 +353,11 @@ class Core:
         enqueue = admission.Enqueue(
             save_job=lambda pipe: self._enqueue(pipe, job, limits.at_front, held=True),
             job_key=RqJob.key_for(job.request_id),
-            at_front=limits.at_front,
             prompt=(self.sessions.prompt_record(m, u, _redraw_fields(job.request))
                     if job.task == "draw" else None),
-            claim=((keys.claim(event.request_id), f"{_slow_path(event)}:{time.time():.3f}",
-                    self.settings.record_ttl_s) if claim_now else None),
-            quota_day=str(job.meta.get("quota_day") or "") or None,
+            claim=(handover.claim_record(event.request_id, _slow_path(event),
+                                         self.settings.record_ttl_s) if claim_now else None),
+            quota_day=job.meta["quota_day"],
             deferred_seed=deferred, take_pin=take_pin)
         return admission.admit(
             self.r, messenger=m, user=u, text=event.text or job.task,
