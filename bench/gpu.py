@@ -1,7 +1,7 @@
 """GPU figures for exact-size KOALA-Lightning and SDXL-base replicas, and the served path.
 
 Builds random-weight replicas of KOALA-Lightning-700M, KOALA-Lightning-1B and SDXL-base from
-bench/model-configs/ (a copy of ../shared/model-configs; see its README) directly on the GPU in
+bench/model-configs/ (see its README) directly on the GPU in
 fp16, wraps each in StableDiffusionXLPipeline and models.text2image.TextToImage with the worker's
 own tuning (fp16, SDPA, channels_last, CPU generators, VAE slicing above batch 4), and reports at
 1024x1024, 10 steps, guidance 3.5 (classifier-free guidance doubles the UNet batch):
@@ -557,8 +557,8 @@ def served_path(report: Report, model: Any, saved: Path, scratch: Path, stubs: P
                 raise RuntimeError(f"{exc}; worker log:\n" + "\n".join(tail)) from exc
             ready_s = time.perf_counter() - started
             report.add(f"worker start ({repo_id} from the HF cache + warm-up)", f"{ready_s:.1f} s")
-            from bot.app import create_app
-            from bot.settings import Settings
+            from bot.core.settings import Settings
+            from bot.web.app import create_app
 
             client = create_app(Settings.from_env(env)).test_client()
             replies: list[float] = []

@@ -46,7 +46,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import BIN, PY, ROOT, free_port, percentile, redis_server, stop
-from bot.texts import MESSAGES
+from bot.core.texts import MESSAGES
 
 MESSAGES_PER_USER = 5
 CALLBACK_PATH = "/v1/bots/load/callback/"
@@ -372,7 +372,7 @@ def gunicorn(env: dict[str, str], log: Path) -> Iterator[tuple[int, subprocess.P
             f"127.0.0.1:{port}",
             "--log-level",
             "warning",
-            "bot.app:create_app()",
+            "bot.web.app:create_app()",
         ],
         cwd=ROOT,
         env={**os.environ, **env, "KOALATALK_PUBLIC_URL": f"http://127.0.0.1:{port}"},

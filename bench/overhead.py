@@ -48,7 +48,7 @@ def served(n: int, env: dict[str, str]) -> list[float]:
     times: list[float] = []
     with redis_server() as url:
         env = {**env, "KOALATALK_REDIS_URL": url}
-        with worker(env), gunicorn("bot.app:create_app()", env) as port:
+        with worker(env), gunicorn("bot.web.app:create_app()", env) as port:
             user = "bench-" + uuid.uuid4().hex
             for i in range(n + 3):
                 started = time.perf_counter()

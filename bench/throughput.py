@@ -82,7 +82,7 @@ def run(users: int, seconds: float, max_batch: int, base_env: dict[str, str]) ->
     with redis_server() as url:
         env = {**base_env, "KOALATALK_REDIS_URL": url, "KOALATALK_MAX_BATCH": str(max_batch)}
         with worker(env):
-            with gunicorn("bot.app:create_app()", env) as port:
+            with gunicorn("bot.web.app:create_app()", env) as port:
                 warm: list[Sample] = []
                 user_loop(port, "warm-" + uuid.uuid4().hex, time.time() + 2, warm)
                 until = time.time() + seconds

@@ -46,10 +46,10 @@ def runtime(url: str, media: str) -> Any:
     """A worker runtime with the resident models, as `python -m workers text2image` builds it."""
     import redis
 
-    from bot.media import store_from_settings
-    from bot.sessions import Sessions
-    from bot.settings import Settings
-    from bot.urlguard import guard_from_settings
+    from bot.core.sessions import Sessions
+    from bot.core.settings import Settings
+    from bot.core.stores import store_from_settings
+    from bot.core.urlguard import guard_from_settings
     from workers.__main__ import load_models
     from workers.runtime import Runtime, install
 
@@ -82,7 +82,7 @@ def runtime(url: str, media: str) -> Any:
 
 def job(prompt: str, translate: bool) -> dict[str, Any]:
     """One draw job as the web would enqueue it."""
-    from workers.job import Job, Request
+    from bot.core.job import Job, Request
 
     rid = uuid.uuid4().hex
     request = Request(prompt=prompt, seed=7, language="ko", translate=translate)

@@ -8,7 +8,7 @@ the same stored photo, question and token cap, in this process, right after each
 so each pair sees the same machine load.
 
 The photo figures fetch from a local HTTP server (the stand-in for Kakao's CDN) through the URL
-guard, then check, normalise and store: once in this process (`bot.photos.receive`), and once
+guard, then check, normalise and store: once in this process (`bot.core.photos.receive`), and once
 as the whole webhook request that answers `사진을 받았어요`.
 
     .venv/bin/python bench/vision_overhead.py [--requests 20]
@@ -98,8 +98,8 @@ def direct_model(photo: bytes) -> Callable[[int], float]:
     function that answers question i and gives its seconds."""
     from PIL import Image
 
-    from bot.photos import Limits, check
-    from bot.settings import Settings
+    from bot.core.photos import Limits, check
+    from bot.core.settings import Settings
     from models.vision_language import load_vision_language
 
     settings = Settings.from_env({}, mode="development")
@@ -132,7 +132,7 @@ def served(
     uploads: list[float] = []
     with redis_server() as url:
         env = {**env, "KOALATALK_REDIS_URL": url}
-        with worker(env, "vision", log), gunicorn("bot.app:create_app()", env) as port:
+        with worker(env, "vision", log), gunicorn("bot.web.app:create_app()", env) as port:
             user = "bench-" + uuid.uuid4().hex
             post(port, kakao_body(user, "도움말"))  # the first-contact notice, out of the way
             for i in range(n + 3):
@@ -156,9 +156,9 @@ def served(
 
 def fetch_and_store(cdn: Any, photo: bytes, n: int) -> list[float]:
     """Fetch through the URL guard from the local server, check, normalise, store."""
-    from bot.photos import Limits, PhotoStore, receive
-    from bot.settings import Settings
-    from bot.urlguard import guard_from_settings
+    from bot.core.photos import Limits, PhotoStore, receive
+    from bot.core.settings import Settings
+    from bot.core.urlguard import guard_from_settings
 
     settings = Settings.from_env({}, mode="development", dev_allow=(cdn.origin,), system_dns=False)
     guard = guard_from_settings(settings)

@@ -97,7 +97,7 @@ def main() -> int:
         }
         bare_env = {"BENCH_REDIS_URL": url}
         with gunicorn("bench.bare_app:app", bare_env) as bare, suspended_worker(
-                url, koala_env), gunicorn("bot.app:create_app()", koala_env) as ours:
+                url, koala_env), gunicorn("bot.web.app:create_app()", koala_env) as ours:
             targets = {NAMES[0]: f"http://127.0.0.1:{bare}/lpush",
                        NAMES[1]: f"http://127.0.0.1:{bare}/rq",
                        NAMES[2]: f"http://127.0.0.1:{ours}/kakao/skill"}

@@ -222,8 +222,8 @@ def stack(redis_url: str, callback_server, messenger_apis, web_port):  # type: i
 @pytest.fixture
 def make_app(stack):  # type: ignore[no-untyped-def]
     """Build the real Flask app with the shared stack's settings plus overrides."""
-    from bot.app import create_app
-    from bot.settings import Settings
+    from bot.core.settings import Settings
+    from bot.web.app import create_app
 
     def build(**overrides):  # type: ignore[no-untyped-def]
         base = {k.upper(): v for k, v in stack["settings"].items()}

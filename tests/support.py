@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# Copies of ../shared/kakao/ (the protocol guide's example payloads): a checkout tests alone.
+# The example payloads of the Kakao protocol guide (docs/kakao.md), kept in tests/data/kakao/.
 SAMPLES = ROOT / "tests" / "data" / "kakao"
 
 
@@ -29,7 +29,7 @@ def new_user() -> str:
 def kakao_payload(
     user: str, text: str, callback_url: str | None = None, **user_request: Any
 ) -> dict[str, Any]:
-    """A skill request in the shape Kakao sends (see ../shared/kakao/)."""
+    """A skill request in the shape Kakao sends (see tests/data/kakao/)."""
     body: dict[str, Any] = {
         "intent": {"id": "i1", "name": "폴백 블록"},
         "userRequest": {

@@ -11,7 +11,7 @@ from rq import Queue
 from rq.registry import CanceledJobRegistry
 from rq.serializers import JSONSerializer
 
-from bot import admission, keys
+from bot.core import admission, keys
 from tests.conftest import LOG_DIR, stop_process
 from tests.support import (
     new_user,
@@ -161,8 +161,8 @@ def test_admission_queues_in_the_same_transaction_and_a_refusal_leaves_no_job(
 ) -> None:
     from rq.job import Job as RqJob
 
-    from bot.events import Event
-    from workers.job import Request
+    from bot.core.events import Event
+    from bot.core.job import Request
 
     r = slow["redis"]
     core = make_app(redis_url=slow["url"], sync_wait_s=0.0).extensions["koalatalk"].core
@@ -194,8 +194,8 @@ def test_admission_queues_in_the_same_transaction_and_a_refusal_leaves_no_job(
 
 
 def test_a_job_admitted_but_not_saved_is_taken_back_whole(make_app: Any, slow: Any) -> None:
-    from bot.events import Event
-    from workers.job import Request
+    from bot.core.events import Event
+    from bot.core.job import Request
 
     r = slow["redis"]
     core = make_app(redis_url=slow["url"], sync_wait_s=0.0, daily_quota=5).extensions[
@@ -250,8 +250,8 @@ def test_maintenance_and_block_list_by_settings(make_app: Any) -> None:
 
 
 def test_daily_quota_and_refund_on_failure(make_app: Any, stack: Any, callback_server: Any) -> None:
-    from bot.events import Event
-    from workers.job import Request
+    from bot.core.events import Event
+    from bot.core.job import Request
 
     r = stack["redis"]
     user = new_user()

@@ -14,12 +14,12 @@ from rq.job import Job as RqJob
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
-from bot import keys
-from bot.events import Event, Reply
-from bot.media import LocalImageStore
+from bot.core import keys
+from bot.core.events import Event, Reply
+from bot.core.job import Request
+from bot.core.stores import LocalImageStore
 from tests.conftest import LOG_DIR, RUN_DIR, stop_process
 from tests.support import new_user, redis_db, start_worker, wait_ready, wait_until, worker_env
-from workers.job import Request
 
 
 @pytest.fixture(scope="module")
@@ -173,11 +173,12 @@ def test_jobs_a_dead_batching_worker_had_taken_are_taken_up_again(
     """gather() marks what it takes; the heartbeat rescue finds it in rq's intermediate queue."""
     from rq import Queue
 
-    from bot.media import LocalImageStore
-    from bot.sessions import Sessions
-    from bot.settings import Settings
-    from bot.urlguard import guard_from_settings
-    from workers import batching, recovery
+    from bot.core import recovery
+    from bot.core.sessions import Sessions
+    from bot.core.settings import Settings
+    from bot.core.stores import LocalImageStore
+    from bot.core.urlguard import guard_from_settings
+    from workers import batching
     from workers.runtime import Runtime
 
     url = redis_db(redis_url, 12)

@@ -14,8 +14,9 @@ import redis
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from bot import keys
-from bot.events import Event
+from bot.core import keys
+from bot.core.events import Event
+from bot.core.job import Request
 from tests.conftest import LOG_DIR, stop_process
 from tests.support import (
     ROOT,
@@ -30,7 +31,6 @@ from tests.support import (
     wait_until,
     worker_env,
 )
-from workers.job import Request
 
 
 @pytest.fixture(scope="module")

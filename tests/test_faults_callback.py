@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bot import keys
+from bot.core import keys
 from tests.support import kakao_payload, new_user, wait_until
 
 DEADLINE_S = 5.0

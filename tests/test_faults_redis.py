@@ -22,10 +22,10 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 from rq.suspension import resume, suspend
 
-from bot import keys
-from bot.app import create_app
+from bot.core import keys
+from bot.core.settings import Settings
 from bot.messengers.line import signature
-from bot.settings import Settings
+from bot.web.app import create_app
 from tests.conftest import LOG_DIR, free_port, start_redis, stop_process
 from tests.support import (
     has_picture,

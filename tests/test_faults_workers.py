@@ -21,7 +21,7 @@ from rq.job import Job as RqJob
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
-from bot import admission, keys
+from bot.core import admission, keys, recovery
 from tests.conftest import LOG_DIR, stop_process
 from tests.support import (
     has_picture,
@@ -34,7 +34,6 @@ from tests.support import (
     wait_until,
     worker_env,
 )
-from workers import recovery
 
 DB = 11
 DELAY_S = 1.5

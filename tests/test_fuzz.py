@@ -30,7 +30,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from bot.errors import NotAMessengerRequest, Unreadable
+from bot.core.errors import NotAMessengerRequest, Unreadable
 from bot.messengers import kakao, line, telegram
 from tests.support import redis_db
 
@@ -381,8 +381,8 @@ def fuzz_app(make_app: Any, redis_url: str) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def make_app(stack: Any) -> Any:  # module scope: one app for every property
-    from bot.app import create_app
-    from bot.settings import Settings
+    from bot.core.settings import Settings
+    from bot.web.app import create_app
 
     def build(**overrides: Any) -> Any:
         env = {f"KOALATALK_{k.upper()}": v for k, v in stack["settings"].items()}

@@ -12,8 +12,8 @@ import time
 import uuid
 from typing import Any
 
-from bot import handover, keys
-from bot.events import Picture, Reply, Text
+from bot.core import handover, keys
+from bot.core.events import Picture, Reply, Text
 
 
 def reply(n: int = 0) -> Reply:

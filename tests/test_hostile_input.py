@@ -1,7 +1,7 @@
 """Hostile photos and prompts: bombs, polyglots, odd pixel formats, EXIF tricks, control and
 bidi characters, 100 KB of text, and text that imitates the vision model's prompt format.
 
-Photos go through bot/photos.py's checks (the same `check` the webhook and the worker use), and
+Photos go through bot/core/photos.py's checks (the same `check` the webhook and the worker use), and
 a few through the Kakao webhook from a local stand-in for Kakao's CDN.
 """
 
@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
-from bot import keys
-from bot.photos import Limits, PhotoError, check
+from bot.core import keys
+from bot.core.photos import Limits, PhotoError, check
 from tests import photo_support as ps
 from tests.support import kakao_payload, new_user, redis_db
 

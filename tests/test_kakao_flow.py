@@ -13,7 +13,8 @@ from PIL import Image
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from bot import keys, slots
+from bot.core import keys, slots
+from bot.core.job import Job, Request
 from tests.support import (
     KAKAO_BUDGET_S,
     image_urls,
@@ -23,7 +24,6 @@ from tests.support import (
     wait_until,
 )
 from workers.imaging import is_marked_ai
-from workers.job import Job, Request
 
 # The longest direct wait Kakao's budget allows; a loaded 2-core machine can be slow.
 DIRECT_WAIT = 4.0

@@ -24,10 +24,10 @@ from rq.job import Job as RqJob
 from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
-from bot import keys
-from bot.blocklist import BlockList, BlockListError, log_refusal
-from bot.drawing import with_notice
-from bot.events import Ack, Outcome, Picture, Reply, Text
+from bot.core import keys
+from bot.core.blocklist import BlockList, BlockListError, log_refusal
+from bot.core.drawing import with_notice
+from bot.core.events import Ack, Outcome, Picture, Reply, Text
 from models.tiny_aux import TINY_MARIAN, TINY_SAFETY_FLAG
 from models.translation import has_hangul
 from tests import photo_support as ps
@@ -470,10 +470,10 @@ def test_flagged_picture_is_never_published_under_block(
 
 
 def test_flagged_picture_is_blurred_under_blur_and_passed_under_allow(tmp_path: Path) -> None:
-    from bot.media import LocalImageStore
-    from bot.sessions import Sessions
-    from bot.settings import Settings
-    from bot.urlguard import guard_from_settings
+    from bot.core.sessions import Sessions
+    from bot.core.settings import Settings
+    from bot.core.stores import LocalImageStore
+    from bot.core.urlguard import guard_from_settings
     from models.safety import SafetyChecker
     from workers.runtime import Runtime
     from workers.safety import screen
@@ -522,7 +522,7 @@ def test_photo_is_redrawn_in_a_style_with_the_strength_in_words(
     assert picture(client, body).size == (64, 64), "redrawn on the preset's canvas"
     assert "watercolor painting" in (line(body, "그린 영어 문장: ") or "")
     request = last_job(r, user, 1).args[0]["request"]
-    from bot.conversation import PhotoSession
+    from bot.core.conversation import PhotoSession
 
     photos = PhotoSession.from_json(r.get(keys.photo_session("kakao", user))).photos
     assert request["source_image"] == photos[0] and request["strength"] == 0.35

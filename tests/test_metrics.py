@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot import keys, metrics
+from bot.core import keys, metrics
 from tests.support import kakao_payload, new_user, wait_until
 
 

@@ -1,4 +1,4 @@
-"""Drawing options in plain words (bot/options.py) and the intents that name them: pure, fast."""
+"""Drawing options in plain words (bot/core/options.py) and the intents that name them: pure, fast."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.intents import decide
-from bot.options import (
+from bot.core.intents import decide
+from bot.core.options import (
     MAX_SEED,
     STRENGTH_DEFAULT,
     STRENGTH_GENTLE,
@@ -311,7 +311,7 @@ def test_any_text_parses_or_gets_an_answer(text: str) -> None:
     try:
         found = parse(text)
     except OptionError as exc:
-        from bot.texts import MESSAGES
+        from bot.core.texts import MESSAGES
 
         assert exc.key in MESSAGES
         return

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot import intents, keys, video
-from bot.conversation import Conversations
+from bot.core import intents, keys, video
+from bot.core.conversation import Conversations
+from bot.core.photos import Limits, PhotoStore, check, receive, sniff
+from bot.core.settings import Settings
+from bot.core.urlguard import guard_from_settings
 from bot.messengers import kakao
-from bot.photos import Limits, PhotoStore, check, receive, sniff
-from bot.settings import Settings
-from bot.urlguard import guard_from_settings
 from tests import photo_support as ps
 from workers.vision import plain_text, split_bubbles
 
@@ -401,7 +401,7 @@ def test_answers_split_over_at_most_three_bubbles() -> None:
 
 
 def test_photo_settings_are_checked() -> None:
-    from bot.settings import SettingsError
+    from bot.core.settings import SettingsError
 
     with pytest.raises(SettingsError, match="VLM_PRESET"):
         Settings.from_env({}, mode="production", secret="s" * 32, vlm_preset="tiny-kollava")

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import pytest
 from PIL import Image
 
-from bot.playground import STATIC
+from bot.web.playground import STATIC
 
 SESSION = "pgtest" + "0123456789abcdef"
 
@@ -45,8 +45,8 @@ def test_the_page_and_its_files_load_nothing_from_the_internet(client: Any) -> N
 def test_the_playground_is_off_in_production_and_when_turned_off(
     make_app: Any, redis_url: str
 ) -> None:
-    from bot.app import create_app
-    from bot.settings import Settings, SettingsError
+    from bot.core.settings import Settings, SettingsError
+    from bot.web.app import create_app
 
     assert make_app(playground=False).test_client().get("/playground").status_code == 404
     production = create_app(Settings.from_env({}, secret="s", redis_url=redis_url)).test_client()

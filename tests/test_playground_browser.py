@@ -80,7 +80,7 @@ def test_chat_in_the_playground(
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    from bot.health import queue_readiness
+    from bot.core.liveness import queue_readiness
 
     # On a loaded two-core machine a heartbeat can lag; start once both queues are served.
     ready = lambda: all(queue_readiness(stack["redis"], ["text2image", "vision"]).values())  # noqa: E731

@@ -21,11 +21,11 @@ import pytest
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from bot import keys
-from bot.app import create_app
-from bot.media import new_id
+from bot.core import keys
+from bot.core.settings import Settings, SettingsError
+from bot.core.stores import new_id
 from bot.messengers import line
-from bot.settings import Settings, SettingsError
+from bot.web.app import create_app
 from tests import photo_support as ps
 from tests.standins import LINE_TOKEN, TELEGRAM_TOKEN
 from tests.support import (
@@ -95,11 +95,13 @@ def test_secrets_are_compared_in_constant_time_only() -> None:
                 if any(word in names for word in COMPARED) and not constants:
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert found == []
+    # Kakao and Telegram share one secret check; LINE checks its signature.
     sources = {
-        name: (ROOT / "bot" / name).read_text()
-        for name in ("webhook.py", "messengers/telegram.py", "messengers/line.py")
+        name: (ROOT / "bot" / "messengers" / name).read_text() for name in ("shared.py", "line.py")
     }
     assert all("hmac.compare_digest(" in text for text in sources.values())
+    for name in ("kakao.py", "telegram.py"):
+        assert "check_secret(" in (ROOT / "bot" / "messengers" / name).read_text()
 
 
 @pytest.fixture
@@ -279,7 +281,7 @@ def test_photo_urls_off_the_rules_are_refused_before_any_connection(
         f"http://2130706433:{cdn.port}/dna/x/img.jpg",
     ]
     seen = Records()
-    logging.getLogger("bot.photos").addHandler(seen)
+    logging.getLogger("bot.core.photos").addHandler(seen)
     for url in urls:
         body = kakao_payload(new_user(), url)
         body["userRequest"]["params"]["media"] = {"type": "image", "url": url}
@@ -291,7 +293,7 @@ def test_photo_urls_off_the_rules_are_refused_before_any_connection(
             assert not any("사진을 받았어요" in t for t in texts), (url, texts)
     assert listener.count == 0
     assert cdn.hits.get(redirect.split("?")[0].split(cdn.origin)[1]) == 1, "the redirect itself"
-    logging.getLogger("bot.photos").removeHandler(seen)
+    logging.getLogger("bot.core.photos").removeHandler(seen)
     reasons = " ".join(str(getattr(record, "detail", "")) for record in seen.records)
     assert reasons.count("non-public address") == 2, "names resolving inside: refused as such"
 

@@ -139,7 +139,7 @@ def test_updates_without_a_message_are_acknowledged_quietly(
 def test_a_chat_that_blocked_the_bot_keeps_its_result(
     make_app: Any, messenger_apis: ApiStandIn, stack: Any
 ) -> None:
-    from bot import keys
+    from bot.core import keys
 
     chat = new_chat()
     messenger_apis.blocked_chats.add(str(chat))

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from bot.urlguard import (
+from bot.core.urlguard import (
     FetchError,
     Rule,
     Target,
@@ -657,7 +657,7 @@ def test_untrusted_or_misnamed_certificates_are_final(
 
 
 def test_guard_from_settings_builds_rules_and_dev_origins() -> None:
-    from bot.settings import Settings
+    from bot.core.settings import Settings
 
     settings = Settings(
         mode="development",

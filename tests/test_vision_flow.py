@@ -15,7 +15,7 @@ from rq.job import Job as RqJob
 from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
-from bot import keys
+from bot.core import keys
 from tests import photo_support as ps
 from tests.conftest import stop_process
 from tests.support import kakao_payload, new_user, start_worker, wait_ready, wait_until, worker_env
@@ -74,7 +74,7 @@ def post(client: Any, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def photo_payload(user: str, url: str, callback: str | None = None) -> dict[str, Any]:
-    """A photo dropped into the chat, as Kakao sends it (../shared/kakao/photo_upload.json)."""
+    """A photo dropped into the chat, as Kakao sends it (tests/data/kakao/photo_upload.json)."""
     body = kakao_payload(user, url, callback)
     body["userRequest"]["params"]["media"] = {"type": "image", "url": url}
     body["flow"]["trigger"]["type"] = "IMAGE_UPLOAD"
@@ -90,7 +90,7 @@ def labels(body: dict[str, Any]) -> list[str]:
 
 
 def session(stack: Any, user: str) -> Any:
-    from bot.conversation import PhotoSession
+    from bot.core.conversation import PhotoSession
 
     raw = stack["redis"].get(keys.photo_session("kakao", user))
     return PhotoSession.from_json(raw) if raw else None

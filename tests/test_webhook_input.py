@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bot.app import create_app
-from bot.settings import Settings, SettingsError
+from bot.core.settings import Settings, SettingsError
+from bot.web.app import create_app
 from tests.support import SAMPLES, kakao_payload, new_user, redis_db
 
 

@@ -24,15 +24,15 @@ from redis.retry import Retry
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-from bot import logs
-from bot.blocklist import BlockList, BlockListError
-from bot.media import store_from_settings
-from bot.sessions import Sessions
-from bot.settings import Settings, SettingsError
-from bot.urlguard import guard_from_settings
+from bot.core import logs
+from bot.core.blocklist import BlockList, BlockListError
+from bot.core.job import TEXT_TO_IMAGE_QUEUE, VISION_LANGUAGE_QUEUE
+from bot.core.sessions import Sessions
+from bot.core.settings import Settings, SettingsError
+from bot.core.stores import store_from_settings
+from bot.core.urlguard import guard_from_settings
 from workers import heartbeat
 from workers.batching import BatchingWorker, prompting
-from workers.job import TEXT_TO_IMAGE_QUEUE, VISION_LANGUAGE_QUEUE
 from workers.runtime import Runtime, install
 
 log = logging.getLogger("workers")

@@ -22,9 +22,9 @@ from rq import Queue, SimpleWorker
 from rq.job import Job as RqJob
 from rq.worker import WorkerStatus
 
-from bot import keys
+from bot.core import keys
+from bot.core.job import TEXT_TO_IMAGE_QUEUE, Job
 from workers import prompting
-from workers.job import TEXT_TO_IMAGE_QUEUE, Job
 from workers.runtime import Runtime, current
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bot.settings import Settings, SettingsError
+from bot.core.settings import Settings, SettingsError
 
 
 def _stages(names: list[str]) -> tqdm:
@@ -85,7 +85,7 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
     """Answer a question about a photo, or about frames sampled evenly from a clip."""
     from PIL import Image
 
-    from bot import photos, video
+    from bot.core import photos, video
     from models.vision_language import load_vision_language
 
     preset = args.preset or settings.vlm_preset
@@ -120,8 +120,8 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
 
 def telegram_set_webhook(settings: Settings, args: argparse.Namespace) -> int:
     """Tell Telegram where our webhook is, with the secret token it must send back."""
+    from bot.core.urlguard import guard_from_settings
     from bot.messengers.telegram import BotApi, TelegramError, set_webhook
-    from bot.urlguard import guard_from_settings
 
     if not settings.telegram_token:
         print("set KOALATALK_TELEGRAM_TOKEN first (from @BotFather)", file=sys.stderr)

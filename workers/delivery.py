@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
-from bot import handover, metrics
-from bot.events import QuickReply, Reply, Text
+from bot.core import handover, metrics
+from bot.core.events import QuickReply, Reply, Text
+from bot.core.job import Job
+from bot.core.texts import say
 from bot.messengers import kakao, line, telegram
-from bot.texts import say
-from workers.job import Job
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ import sys
 import threading
 import time
 
-from bot import handover, keys, photos
-from bot.events import Reply
-from workers import delivery, recovery
-from workers.job import Job
+from bot.core import handover, keys, photos, recovery
+from bot.core.events import Reply
+from bot.core.job import Job
+from workers import delivery
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot import keys
-from bot.options import STYLES
-from bot.settings import Settings
-from workers.job import Request
+from bot.core import keys
+from bot.core.job import Request
+from bot.core.options import STYLES
+from bot.core.settings import Settings
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -7,11 +7,11 @@ from typing import Any
 
 import redis
 
-from bot.blocklist import BlockList
-from bot.media import ImageStore
-from bot.sessions import Sessions
-from bot.settings import Settings
-from bot.urlguard import UrlGuard
+from bot.core.blocklist import BlockList
+from bot.core.sessions import Sessions
+from bot.core.settings import Settings
+from bot.core.stores import ImageStore
+from bot.core.urlguard import UrlGuard
 
 
 @dataclass

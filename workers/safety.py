@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bot.blocklist import log_refusal
+from bot.core.blocklist import log_refusal
 from workers.runtime import Runtime
 
 
 @dataclass(frozen=True)
 class Screened:
-    """What may be published (None: nothing) and the note for the reply (a bot.texts key)."""
+    """What may be published (None: nothing) and the note for the reply (a bot.core.texts key)."""
 
     image: Any
     note: str | None = None

@@ -12,16 +12,16 @@ import logging
 import time
 from typing import Any
 
-from bot import admission, keys, logs, metrics, slots
-from bot.blocklist import log_refusal
-from bot.events import Picture, Reply, Text
-from bot.media import picture_url
-from bot.options import STRENGTH_DEFAULT, style_label, style_quick_reply, suggest_styles
-from bot.texts import quick, say
+from bot.core import admission, keys, logs, metrics, slots
+from bot.core.blocklist import log_refusal
+from bot.core.events import Picture, Reply, Text
+from bot.core.job import Job
+from bot.core.options import STRENGTH_DEFAULT, style_label, style_quick_reply, suggest_styles
+from bot.core.stores import picture_url
+from bot.core.texts import quick, say
 from workers import delivery, prompting, safety
 from workers.batching import record_model_call
 from workers.imaging import to_jpeg
-from workers.job import Job
 from workers.runtime import Runtime, current
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def _photo(rt: Runtime, photo_id: str) -> Any:
     """The user's private photo as a PIL image, or None when it is gone."""
     from PIL import Image
 
-    from bot import photos
+    from bot.core import photos
 
     found = photos.store_from_settings(rt.settings).read(photo_id)
     if found is None or found[0] != "photo":

@@ -16,12 +16,12 @@ from typing import Any
 
 from PIL import Image
 
-from bot import logs, photos, video
-from bot.conversation import Conversations, error_reply, received_reply
-from bot.events import Reply, Text
-from bot.photos import Limits, PhotoError, PhotoStore
-from bot.texts import quick, say
-from workers.job import Job
+from bot.core import logs, photos, video
+from bot.core.conversation import Conversations, error_reply, received_reply
+from bot.core.events import Reply, Text
+from bot.core.job import Job
+from bot.core.photos import Limits, PhotoError, PhotoStore
+from bot.core.texts import quick, say
 from workers.runtime import Runtime, current
 from workers.tasks import _run as run_job
 

@@ -1,6 +1,6 @@
 """Kakao i Open Builder skill protocol (v2.0): parse requests, render answers, post callbacks.
 
-The only module that knows Kakao's JSON. See ../shared/kakao/PROTOCOL.md.
+The only module that knows Kakao's JSON. See docs/kakao.md.
 """
 
 from __future__ import annotations
@@ -9,14 +9,17 @@ import json
 import logging
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot import payload
-from bot.errors import NotAMessengerRequest, Unreadable
-from bot.events import Ack, Event, Picture, Reply, Text
-from bot.texts import detect_lang
-from bot.urlguard import FetchError, UrlGuard, UrlRefused, redact
+from bot.core import payload
+from bot.core.errors import NotAMessengerRequest, Unreadable
+from bot.core.events import Ack, Event, Picture, Reply, Text
+from bot.core.settings import Settings
+from bot.core.texts import detect_lang
+from bot.core.urlguard import FetchError, UrlGuard, UrlRefused, redact
+from bot.messengers.shared import check_secret
 
 NAME = "kakao"
 MAX_OUTPUTS = 3
@@ -31,6 +34,11 @@ LIST_SEPARATOR = re.compile(r"\s*,\s*(?=https?://)")  # `, ` and `,` both occur
 MAX_IMAGES = 10
 
 log = logging.getLogger(__name__)
+
+
+def verify(headers: Mapping[str, str], body: bytes, settings: Settings) -> None:
+    """The shared secret in SECRET_HEADER (Kakao signs nothing); raises Unauthorized."""
+    check_secret(headers.get(settings.secret_header), settings.secret, settings.development)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""LINE Messaging API: the webhook, event parsing, rendering, reply and push.
+"""LINE Messaging API: verifying, event parsing, rendering, reply and push.
 
-The only module that knows LINE's JSON. The webhook checks `X-Line-Signature` (base64
+The only module that knows LINE's JSON (the route is bot/web/line.py). The webhook checks `X-Line-Signature` (base64
 HMAC-SHA256 of the raw body with the channel secret) before reading anything, drops redelivered
 events, and answers each message event. A reply token is single-use and lives about a minute:
 the answer goes through it while it is fresh and as a push message after that. LINE fetches
@@ -16,21 +16,17 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-from flask import Blueprint, current_app, jsonify, request
-
-from bot import logs, metrics, payload
-from bot.errors import BodyTooLarge, NotAMessengerRequest, Unauthorized, WebhookError
-from bot.events import Event, Outcome, Picture, Reply, Text
-from bot.messengers import push
-from bot.photos import PhotoError
-from bot.settings import Settings
-from bot.texts import detect_lang, help_quick_replies, say
-from bot.urlguard import FetchError, UrlGuard, UrlRefused
-from bot.webhook import refusal_reason
+from bot.core import payload
+from bot.core.errors import NotAMessengerRequest, Unauthorized
+from bot.core.events import Event, Picture, Reply
+from bot.core.photos import PhotoError
+from bot.core.settings import Settings
+from bot.core.texts import detect_lang
+from bot.core.urlguard import FetchError, UrlGuard, UrlRefused
 
 NAME = "line"
 SIGNATURE_HEADER = "X-Line-Signature"
@@ -41,7 +37,6 @@ MAX_LABEL = 20
 MAX_QUICK_TEXT = 300
 
 log = logging.getLogger(__name__)
-line_webhook = Blueprint("line", __name__)
 
 
 class LineError(Exception):
@@ -79,6 +74,11 @@ def check_signature(header: str | None, body: bytes, channel_secret: str) -> Non
     expected = signature(body, channel_secret).encode()
     if not header or not hmac.compare_digest(header.encode(), expected):
         raise Unauthorized("wrong signature")
+
+
+def verify(headers: Mapping[str, str], body: bytes, settings: Settings) -> None:
+    """X-Line-Signature: base64 HMAC-SHA256 of the raw body with the channel secret."""
+    check_signature(headers.get(SIGNATURE_HEADER), body, settings.line_channel_secret)
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -123,6 +123,7 @@ def parse(body: bytes, received_at: float) -> list[Message]:
             callback_url=token,  # the reply handle; the push target is the user (chat) id
             trigger=str(mtype or kind),
             lang=detect_lang(text),
+            waits=False,  # the worker sends the answer whenever it is ready
         )
         image_id = message.get("id") if mtype in {"image", "video"} else None
         found.append(
@@ -286,84 +287,3 @@ def _uuid(text: str) -> str:
         return str(uuid.UUID(hex=text))
     except ValueError:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, text))
-
-
-# --- the webhook -----------------------------------------------------------------------------
-
-
-@line_webhook.post("/line/webhook")
-def webhook() -> Any:
-    """LINE webhook: verify the signature, then answer every new message event."""
-    received_at = time.time()
-    app = current_app.extensions["koalatalk"]
-    settings: Settings = app.settings
-    if not settings.line_channel_secret:
-        return jsonify({"error": "NotFound", "detail": "LINE is not configured"}), 404
-    try:
-        if request.content_length is not None and request.content_length > settings.max_body_bytes:
-            raise BodyTooLarge("body over the cap")
-        body = request.get_data(cache=False)
-        check_signature(request.headers.get(SIGNATURE_HEADER), body, settings.line_channel_secret)
-        messages = parse(body, received_at)
-    except WebhookError as exc:
-        metrics.refused(app.redis, refusal_reason(exc))
-        log.info("refused line request", extra={"why": str(exc)})
-        return jsonify({"error": type(exc).__name__, "detail": str(exc)}), exc.status
-    for message in messages:
-        with logs.context(message.event.request_id):
-            try:
-                if not push.first_delivery(app.redis, NAME, message.event_id):
-                    metrics.refused(app.redis, "duplicate")
-                    log.info("redelivered event ignored")
-                    continue
-                answer(message)
-            except redis.RedisError as exc:
-                push.forget_delivery(app.redis, NAME, message.event_id)
-                log.error("redis unavailable", extra={"error": type(exc).__name__})
-                return jsonify({"error": "Unavailable"}), 503
-    return jsonify({})
-
-
-def answer(message: Message) -> None:
-    """Answer one event: at once through the reply token, or leave the token to the worker."""
-    event = message.event
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    ctx = app.extensions["koalatalk"]
-    api = LineApi(push.web_guard(app), ctx.settings)
-    if message.unsupported is not None:
-        metrics.refused(ctx.redis, "unsupported")
-        outcome = Outcome(reply=Reply((Text(say("unsupported", event.lang)),)))
-    elif message.welcome:
-        welcome = Reply((Text(say("welcome", event.lang)),), help_quick_replies(event.lang))
-        outcome = Outcome(reply=welcome)
-    elif message.image_id is not None:
-        image_id = message.image_id
-        outcome = push.photo_outcome(
-            app, event, lambda max_bytes: api.content_bytes(image_id, max_bytes)
-        )
-    else:
-        outcome = push.push_core(app).handle(event)  # counts the request itself
-    if message.unsupported is not None or message.welcome or message.image_id is not None:
-        metrics.inc(ctx.redis, "requests", messenger=NAME)
-    deliver_outcome(api, ctx, message, outcome)
-
-
-def deliver_outcome(api: LineApi, ctx: Any, message: Message, outcome: Outcome) -> None:
-    """Send what the core answered now; an acknowledgement shows the loading animation."""
-    event = message.event
-    if outcome.ack is not None:
-        loading(api, event.user)  # the reply token stays unused: the worker answers with it
-        return
-    assert outcome.reply is not None
-    how = reply_or_push(
-        api,
-        outcome.reply,
-        message.reply_token,
-        event.user,
-        event.received_at,
-        ctx.settings.line_reply_window_s,
-        event.request_id,
-    )
-    metrics.inc(ctx.redis, "deliveries", messenger=NAME, how=how)
-    if how == "error" and outcome.reply.kind == "result":
-        ctx.core.sessions.keep(NAME, event.user, outcome.reply)

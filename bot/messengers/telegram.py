@@ -1,34 +1,30 @@
-"""Telegram Bot API: the webhook, update parsing, rendering and sending.
+"""Telegram Bot API: update parsing, rendering and sending (the route is bot/web/telegram.py).
 
-The only module that knows Telegram's JSON. The webhook checks the secret token, drops updates it
-has seen (Telegram redelivers), turns a message into a neutral Event and acknowledges at once;
-slow answers are sent by the worker through the Bot API (`send`). Pictures are uploaded as bytes
+The only module that knows Telegram's JSON. Slow answers are sent by the worker through the Bot
+API (`send`). Pictures are uploaded as bytes
 (multipart), so Telegram never needs to reach our /media URLs.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
-import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-from flask import Blueprint, current_app, jsonify, request
 from urllib3 import encode_multipart_formdata
 
-from bot import logs, metrics, payload
-from bot.errors import NotAMessengerRequest, Unauthorized, WebhookError
-from bot.events import Event, Outcome, Picture, Reply, Text
-from bot.messengers import push
-from bot.photos import PhotoError
-from bot.settings import Settings
-from bot.texts import detect_lang, say
-from bot.urlguard import FetchError, UrlGuard, UrlRefused
-from bot.webhook import read_json_body, refusal_reason
+from bot.core import payload
+from bot.core.errors import NotAMessengerRequest
+from bot.core.events import Event, Picture, Reply, Text
+from bot.core.photos import PhotoError
+from bot.core.settings import Settings
+from bot.core.stores import picture_bytes
+from bot.core.texts import detect_lang
+from bot.core.urlguard import FetchError, UrlGuard, UrlRefused
+from bot.messengers.shared import check_secret
 
 NAME = "telegram"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -54,7 +50,6 @@ UNSUPPORTED = (
 )
 
 log = logging.getLogger(__name__)
-telegram_webhook = Blueprint("telegram", __name__)
 
 
 class TelegramError(Exception):
@@ -64,6 +59,11 @@ class TelegramError(Exception):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+def verify(headers: Mapping[str, str], body: bytes, settings: Settings) -> None:
+    """The secret token set with setWebhook, in SECRET_HEADER; raises Unauthorized."""
+    check_secret(headers.get(SECRET_HEADER), settings.telegram_secret, settings.development)
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def _media_file_id(message: dict[str, Any]) -> str | None:
     for kind in ("video", "animation", "video_note"):
         file_id = _dict(message.get(kind)).get("file_id")
         if isinstance(file_id, str):
-            return file_id  # a clip: bot/photos.py tells it from a photo by its bytes
+            return file_id  # a clip: bot/core/photos.py tells it from a photo by its bytes
     document = _dict(message.get("document"))
     mime = document.get("mime_type")
     file_id = document.get("file_id")
@@ -158,6 +158,7 @@ def parse(body: bytes, received_at: float, request_id: str) -> Update:
         callback_url=str(chat_id),  # the reply handle: where the worker sends the answer
         trigger="photo" if photo else ("text" if raw_text is not None else unsupported or ""),
         lang=_lang(text, sender.get("language_code")),
+        waits=False,  # the worker sends the answer whenever it is ready
     )
     return Update(update_id, str(chat_id), event, photo, unsupported)
 
@@ -303,7 +304,7 @@ def _call_with_retry(
         try:
             if method == "sendPhoto":
                 picture: Picture = params.pop("photo")
-                data = push.picture_bytes(settings, store, picture.url)
+                data = picture_bytes(settings, store, picture.url)
                 if data is not None:
                     api.upload(method, params, "photo", data)
                 else:  # not ours (or expired here): let Telegram fetch the public URL
@@ -333,100 +334,3 @@ def set_webhook(api: BotApi, url: str, secret: str) -> Any:
     if secret:
         params["secret_token"] = secret
     return api.call("setWebhook", params)
-
-
-# --- the webhook -----------------------------------------------------------------------------
-
-
-def check_secret(header: str | None, secret: str, development: bool) -> None:
-    """Constant-time check of the secret token set with setWebhook."""
-    if not secret:
-        if development:
-            return
-        raise Unauthorized("no Telegram secret configured")
-    if header is None or not hmac.compare_digest(header.encode(), secret.encode()):
-        raise Unauthorized("wrong secret token")
-
-
-@telegram_webhook.post("/telegram/webhook")
-def webhook() -> Any:
-    """Telegram update: verify, deduplicate, answer at once; slow answers come from the worker."""
-    received_at = time.time()
-    request_id = uuid.uuid4().hex
-    app = current_app.extensions["koalatalk"]
-    settings: Settings = app.settings
-    if not settings.telegram_token:
-        return jsonify({"error": "NotFound", "detail": "Telegram is not configured"}), 404
-    with logs.context(request_id):
-        try:
-            check_secret(
-                request.headers.get(SECRET_HEADER), settings.telegram_secret, settings.development
-            )
-            update = parse(read_json_body(settings.max_body_bytes), received_at, request_id)
-        except WebhookError as exc:
-            metrics.refused(app.redis, refusal_reason(exc))
-            log.info("refused telegram request", extra={"why": str(exc)})
-            return jsonify({"error": type(exc).__name__, "detail": str(exc)}), exc.status
-        key = str(update.update_id)
-        try:
-            if not push.first_delivery(app.redis, NAME, key):
-                metrics.refused(app.redis, "duplicate")
-                log.info("duplicate update ignored", extra={"update_id": update.update_id})
-                return jsonify({"ok": True, "duplicate": True})
-            if update.event is None or update.unsupported is not None or (
-                    update.photo_file_id is not None):
-                metrics.inc(app.redis, "requests", messenger=NAME)  # else core.handle counts it
-            if update.event is not None:
-                answer(update)
-        except redis.RedisError as exc:
-            # Telegram retries a failed delivery: let that retry through, nothing is lost.
-            push.forget_delivery(app.redis, NAME, key)
-            log.error("redis unavailable", extra={"error": type(exc).__name__})
-            return jsonify({"error": "Unavailable"}), 503
-        return jsonify({"ok": True})
-
-
-def answer(update: Update) -> None:
-    """Answer one message: now when the core has the answer, else a chat action."""
-    assert update.event is not None
-    event = update.event
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    ctx = app.extensions["koalatalk"]
-    api = BotApi(push.web_guard(app), ctx.settings)
-    if update.unsupported is not None:
-        metrics.refused(ctx.redis, "unsupported")
-        send(api, ctx.settings, ctx.store, update.chat_id, _text(say("unsupported", event.lang)))
-        return
-    if update.photo_file_id is not None:
-        chat_action(api, update.chat_id, "typing")
-        outcome = photo_outcome(app, update)
-    else:
-        outcome = push.push_core(app).handle(event)
-    deliver_outcome(api, ctx, update.chat_id, event, outcome)
-
-
-def photo_outcome(app: Any, update: Update) -> Outcome:
-    """A photo or clip, its caption a question: fetched now, then the photo conversation."""
-    assert update.event is not None and update.photo_file_id is not None
-    file_id = update.photo_file_id
-    api = BotApi(push.web_guard(app), app.extensions["koalatalk"].settings)
-    return push.photo_outcome(app, update.event, lambda cap: api.download(file_id, cap))
-
-
-def deliver_outcome(api: BotApi, ctx: Any, chat_id: str, event: Event, outcome: Outcome) -> None:
-    """Send what the core answered now; an acknowledgement shows a chat action and its text."""
-    if outcome.ack is not None:
-        # A question about a photo is typed; anything else is a picture on its way.
-        asking = ctx.core.conversations.current(NAME, event.user) is not None
-        chat_action(api, chat_id, "typing" if asking else "upload_photo")
-        send(api, ctx.settings, ctx.store, chat_id, _text(outcome.ack.text))
-        return
-    assert outcome.reply is not None
-    status = send(api, ctx.settings, ctx.store, chat_id, outcome.reply)
-    metrics.inc(ctx.redis, "deliveries", messenger=NAME, how="direct")
-    if status != "SUCCESS" and outcome.reply.kind == "result":
-        ctx.core.sessions.keep(NAME, event.user, outcome.reply)  # never lose a picture
-
-
-def _text(text: str) -> Reply:
-    return Reply((Text(text),))

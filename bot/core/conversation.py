@@ -1,0 +1,240 @@
+"""A conversation about a photo: the per-user photo session in Redis, and what the core does
+with photos and questions.
+
+The session (one JSON value per user, `kt:photo:<messenger>:<user>`) holds the private photo
+ids and the recent (question, answer) turns. It expires with its photos: PHOTO_TTL_S after they
+arrived, however long the conversation goes on, so the help text can state one keeping time.
+A new photo or `새 사진` starts over (the old photos are deleted at once); `기록 삭제` deletes
+photos, sessions and kept results together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import redis
+
+from bot.core import intents, keys
+from bot.core.events import Event, Outcome, Reply, Text
+from bot.core.job import Request
+from bot.core.photos import Limits, PhotoError, PhotoStore, Received, receive
+from bot.core.texts import duration, photo_quick_replies, quick, say
+
+if TYPE_CHECKING:
+    from bot.core.service import Core
+
+log = logging.getLogger(__name__)
+MAX_TURNS = 6  # recent turns sent with a follow-up; the model trims further to its context
+
+
+@dataclass(frozen=True)
+class PhotoSession:
+    """What a user's conversation about a photo holds."""
+
+    photos: tuple[str, ...]
+    video: bool
+    turns: tuple[tuple[str, str], ...]
+    expires_at: float
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "photos": list(self.photos),
+                "video": self.video,
+                "turns": [list(t) for t in self.turns],
+                "expires_at": self.expires_at,
+            },
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> PhotoSession:
+        data = json.loads(raw)
+        return cls(
+            tuple(data.get("photos", ())),
+            bool(data.get("video", False)),
+            tuple((str(q), str(a)) for q, a in data.get("turns", ())),
+            float(data.get("expires_at", 0.0)),
+        )
+
+
+class Conversations:
+    """Reads and writes users' photo sessions; deletes their photos with them."""
+
+    def __init__(
+        self, r: redis.Redis, store: PhotoStore, ttl_s: int, max_turns: int = MAX_TURNS
+    ) -> None:
+        self.r = r
+        self.store = store
+        self.ttl_s = ttl_s
+        self.max_turns = max_turns
+
+    def current(self, messenger: str, user: str) -> PhotoSession | None:
+        """The user's photo session, if one is live."""
+        raw = self.r.get(keys.photo_session(messenger, user))
+        return PhotoSession.from_json(raw) if raw else None
+
+    def start(
+        self, messenger: str, user: str, photos: tuple[str, ...], video: bool
+    ) -> PhotoSession:
+        """Start over with new photos; the previous session's photos are deleted."""
+        session = PhotoSession(photos, video, (), time.time() + self.ttl_s)
+        old = self.r.set(
+            keys.photo_session(messenger, user),
+            session.to_json(),
+            exat=int(session.expires_at) + 1,
+            get=True,
+        )
+        if isinstance(old, bytes | str) and old:
+            self.store.delete(p for p in PhotoSession.from_json(old).photos if p not in photos)
+        self.store.purge_if_due(self.r)
+        return session
+
+    def add_turn(
+        self, messenger: str, user: str, photos: tuple[str, ...], question: str, answer: str
+    ) -> bool:
+        """Record a turn, unless the session moved on to other photos meanwhile."""
+        key = keys.photo_session(messenger, user)
+        for _ in range(5):
+            with self.r.pipeline() as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if not raw:
+                        return False
+                    session = PhotoSession.from_json(raw)
+                    if session.photos != tuple(photos):
+                        return False
+                    turns = (*session.turns, (question, answer))[-self.max_turns :]
+                    updated = PhotoSession(session.photos, session.video, turns, session.expires_at)
+                    pipe.multi()
+                    pipe.set(key, updated.to_json(), keepttl=True)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+        return False
+
+    def clear(self, messenger: str, user: str) -> int:
+        """End the session and delete its photos; returns how many files went."""
+        raw = self.r.getdel(keys.photo_session(messenger, user))
+        if not raw:
+            return 0
+        return self.store.delete(PhotoSession.from_json(raw).photos)
+
+    def forget(self, messenger: str, user: str) -> None:
+        """`기록 삭제`: photos, photo session, last prompt and kept results (the mark that the
+        notice was shown stays: it holds nothing the user said)."""
+        self.clear(messenger, user)
+        self.r.delete(keys.kept(messenger, user), keys.last_prompt(messenger, user))
+
+
+# What the core does ----------------------------------------------------------------------------
+
+
+def help_bubble(core: Core, lang: str) -> Text:
+    """The help text's part about photos, with the keeping time from the settings."""
+    return Text(say("help_photo", lang, keep=duration(core.settings.photo_ttl_s, lang)))
+
+
+def received_reply(received: Received, lang: str) -> Reply:
+    """`사진을 받았어요. 무엇이 궁금하세요?` with its quick replies (and a note on any rejects)."""
+    if received.video:
+        first = say("clip_received", lang)
+    elif len(received.ids) > 1:
+        first = say("photos_received", lang, n=len(received.ids))
+    else:
+        first = say("photo_received", lang)
+    parts = [Text(first)]
+    if received.errors:
+        why = error_text(received.errors[0], lang)
+        parts.append(Text(say("photo_partial", lang, bad=len(received.errors), why=why)))
+    return Reply(tuple(parts), photo_quick_replies(lang), kind="info")
+
+
+def error_text(error: PhotoError, lang: str) -> str:
+    """The user's message for a photo that could not be used."""
+    return say(error.key, lang, **error.values)
+
+
+def error_reply(errors: tuple[PhotoError, ...], lang: str) -> Reply:
+    """Nothing usable arrived: say why, in one short message."""
+    error = errors[0] if errors else PhotoError("photo_unreachable")
+    return Reply((Text(error_text(error, lang)),), (quick("quick_help", lang),), kind="error")
+
+
+def photos_in(core: Core, event: Event) -> Outcome:
+    """Photos arrived: fetch and keep them now, hand the rest to the worker, then ask or answer."""
+    s = core.settings
+    received = receive(
+        core.guard,
+        core.photos,
+        event.image_urls,
+        Limits.from_settings(s),
+        event.received_at + s.photo_fetch_budget_s,
+        hand_over=True,
+    )
+    # A caption (other messengers) is a question at once.
+    caption = event.text if intents.decide(event.text, has_photo=True).name == "ask" else ""
+    if received.pending:
+        log.info("photo fetch handed to the worker", extra={"pending": len(received.pending)})
+        request = Request(
+            images=received.ids,
+            photo_urls=received.pending,
+            question=caption if len(caption) <= s.max_question_chars else "",
+            language=event.lang,
+        )
+        return core.submit(event, request, task="ask", hold_slot=False)
+    if not received.ids:
+        return Outcome(reply=error_reply(received.errors, event.lang), request_id=event.request_id)
+    session = core.conversations.start(event.messenger, event.user, received.ids, received.video)
+    log.info("photos received", extra={"count": len(received.ids), "video": received.video})
+    if caption:
+        return ask(core, event, caption, session)
+    return Outcome(reply=received_reply(received, event.lang), request_id=event.request_id)
+
+
+def ask(core: Core, event: Event, question: str, session: PhotoSession) -> Outcome:
+    """A question about the session's photo goes to the vision-language queue."""
+    limit = core.settings.max_question_chars
+    if len(question) > limit:
+        text = say("question_too_long", event.lang, n=limit)
+        return Outcome(reply=Reply((Text(text),), kind="error"), request_id=event.request_id)
+    request = Request(
+        question=question,
+        images=session.photos,
+        history=session.turns[-MAX_TURNS:],
+        language=event.lang,
+    )
+    return core.submit(event, request, task="ask")
+
+
+def start_over(core: Core, event: Event) -> Outcome:
+    """`새 사진`: forget the current photo and its conversation."""
+    core.conversations.clear(event.messenger, event.user)
+    return Outcome(
+        reply=Reply((Text(say("new_photo", event.lang)),), (quick("quick_help", event.lang),)),
+        request_id=event.request_id,
+    )
+
+
+def forget(core: Core, event: Event) -> Outcome:
+    """`기록 삭제`: delete the user's photos, sessions and kept results at once."""
+    core.conversations.forget(event.messenger, event.user)
+    log.info("user history deleted")
+    return Outcome(
+        reply=Reply((Text(say("forgotten", event.lang)),), (quick("quick_help", event.lang),)),
+        request_id=event.request_id,
+    )
+
+
+def hint(event: Event) -> Outcome:
+    """A question with no photo in the session: ask for the photo, draw nothing."""
+    return Outcome(
+        reply=Reply((Text(say("photo_hint", event.lang)),), (quick("quick_help", event.lang),)),
+        request_id=event.request_id,
+    )

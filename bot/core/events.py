@@ -1,0 +1,113 @@
+"""Messenger-neutral shapes: what a user sent (Event) and what we answer (Reply, Ack).
+
+Only the messenger modules turn these into and out of a messenger's JSON. Replies travel through
+Redis as plain JSON (`to_dict` / `from_dict`), never pickled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    """One incoming message, parsed."""
+
+    messenger: str
+    user: str
+    text: str
+    received_at: float
+    request_id: str
+    callback_url: str | None = None  # the reply handle; None means answer in time or keep
+    image_urls: tuple[str, ...] = ()
+    trigger: str = ""  # the messenger's own trigger name, informative only
+    lang: str = "ko"
+    # Kakao must be answered within 5 seconds, so its webhook waits briefly for the result.
+    # Telegram and LINE let the bot send later: their webhooks never wait (False).
+    waits: bool = True
+
+
+@dataclass(frozen=True)
+class Text:
+    """A text bubble."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A picture at a public URL."""
+
+    url: str
+    alt: str
+
+
+Part = Text | Picture
+
+
+@dataclass(frozen=True)
+class QuickReply:
+    """A button under the answer that sends `message` as the user when tapped."""
+
+    label: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A complete answer: bubbles in order, then quick replies."""
+
+    parts: tuple[Part, ...]
+    quick_replies: tuple[QuickReply, ...] = ()
+    kind: str = "info"  # info | result | error | busy | late
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form."""
+        parts: list[dict[str, str]] = []
+        for part in self.parts:
+            if isinstance(part, Picture):
+                parts.append({"image": part.url, "alt": part.alt})
+            else:
+                parts.append({"text": part.text})
+        return {
+            "parts": parts,
+            "quick_replies": [[q.label, q.message] for q in self.quick_replies],
+            "kind": self.kind,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Reply:
+        """Inverse of to_dict."""
+        parts: list[Part] = []
+        for item in data.get("parts", []):
+            if "image" in item:
+                parts.append(Picture(item["image"], item.get("alt", "")))
+            else:
+                parts.append(Text(item.get("text", "")))
+        quick = tuple(
+            QuickReply(label, message) for label, message in data.get("quick_replies", [])
+        )
+        return cls(tuple(parts), quick, data.get("kind", "info"))
+
+    def with_prefix(self, note: str, extra: tuple[QuickReply, ...] = ()) -> Reply:
+        """The same reply with a note bubble first and extra quick replies first."""
+        quick = extra + tuple(q for q in self.quick_replies if q not in extra)
+        return Reply((Text(note), *self.parts), quick, self.kind)
+
+
+@dataclass(frozen=True)
+class Ack:
+    """An acknowledgement: the answer follows through the callback."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the webhook answers now: a reply, or an acknowledgement with a callback to follow."""
+
+    reply: Reply | None = None
+    ack: Ack | None = None
+    request_id: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
