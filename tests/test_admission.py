@@ -174,8 +174,8 @@ def test_admission_queues_in_the_same_transaction_and_a_refusal_leaves_no_job(
                       request_id=request_id, callback_url=None, lang="ko")
         return core.submit(event, Request(prompt=prompt, seed=3))
 
-    # Redis forgot the script (a restart, SCRIPT FLUSH): the MULTI saved the job hash and pushed
-    # nothing; the second try loads the script and queues the job once.
+    # Redis forgot its scripts (a restart, SCRIPT FLUSH): admission sends the script's text
+    # (EVAL), so the job is queued once all the same.
     r.script_flush()
     first, second = "first" + user[:20], "second" + user[:20]
     assert submit(first, "한 번에 들어가는 그림").reply is not None  # the pull path's answer

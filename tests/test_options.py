@@ -1,4 +1,4 @@
-"""Drawing options in plain words (bot/core/options.py) and the intents that name them: pure, fast."""
+"""Drawing options in plain words (bot/core/options.py) and the intents that name them."""
 
 from __future__ import annotations
 

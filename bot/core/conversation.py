@@ -1,5 +1,5 @@
-"""A conversation about a photo: the per-user photo session in Redis, and what the core does
-with photos and questions.
+"""A conversation about a photo: the per-user photo session in Redis, and the handlers for
+photos and questions (each returns a request to queue or a reply; none calls the core).
 
 The session (one JSON value per user, `kt:photo:<messenger>:<user>`) holds the private photo
 ids and the recent (question, answer) turns. It expires with its photos: PHOTO_TTL_S after they
@@ -13,19 +13,19 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import redis
 
 from bot.core import intents, keys
-from bot.core.events import Event, Outcome, Reply, Text
+from bot.core.actions import ActionName, Planned, ToQueue
+from bot.core.events import Event, Reply, Text
 from bot.core.job import Request
-from bot.core.photos import Limits, PhotoError, PhotoStore, Received, receive
+from bot.core.photos import Limits, PhotoError, PhotoStore, Received, check, receive
+from bot.core.settings import Settings
 from bot.core.texts import duration, photo_quick_replies, quick, say
-
-if TYPE_CHECKING:
-    from bot.core.service import Core
+from bot.core.urlguard import UrlGuard
 
 log = logging.getLogger(__name__)
 MAX_TURNS = 6  # recent turns sent with a follow-up; the model trims further to its context
@@ -133,12 +133,103 @@ class Conversations:
         self.r.delete(keys.kept(messenger, user), keys.last_prompt(messenger, user))
 
 
-# What the core does ----------------------------------------------------------------------------
+# The handlers ----------------------------------------------------------------------------------
 
 
-def help_bubble(core: Core, lang: str) -> Text:
-    """The help text's part about photos, with the keeping time from the settings."""
-    return Text(say("help_photo", lang, keep=duration(core.settings.photo_ttl_s, lang)))
+class PhotoDesk:
+    """The handlers for photos and questions about them, for one web process."""
+
+    def __init__(
+        self, settings: Settings, guard: UrlGuard, store: PhotoStore, sessions: Conversations
+    ) -> None:
+        self.settings = settings
+        self.guard = guard
+        self.store = store
+        self.sessions = sessions
+
+    def photos_in(self, event: Event) -> Planned:
+        """Photos arrived by URL (Kakao): fetch and keep them now, hand the rest to the worker,
+        then ask (a caption that is a question) or answer."""
+        s = self.settings
+        received = receive(
+            self.guard,
+            self.store,
+            event.image_urls,
+            Limits.from_settings(s),
+            event.received_at + s.photo_fetch_budget_s,
+            hand_over=True,
+        )
+        caption = _caption(event.text)
+        if received.pending:
+            log.info("photo fetch handed to the worker", extra={"pending": len(received.pending)})
+            request = Request(
+                images=received.ids,
+                photo_urls=received.pending,
+                question=caption if len(caption) <= s.max_question_chars else "",
+                language=event.lang,
+            )
+            return ToQueue(request, task="ask", hold_slot=False)
+        if not received.ids:
+            return error_reply(received.errors, event.lang)
+        return self._received(event, received, caption)
+
+    def bytes_in(self, event: Event, fetch: Callable[[int], bytes]) -> Planned:
+        """A photo or clip whose bytes the adapter fetches with the bot's credentials (Telegram,
+        LINE: `fetch(max_bytes)`, raising PhotoError): the same checks, the same private store
+        and the same conversation as a photo by URL."""
+        limits = Limits.from_settings(self.settings)
+        try:
+            kind, data = check(fetch(max(limits.max_bytes, limits.clip_max_bytes)), limits)
+            photo_id = self.store.put(data, kind)
+        except PhotoError as exc:
+            log.info("photo not used", extra={"why": exc.key, "detail": str(exc)})
+            return error_reply((exc,), event.lang)
+        except OSError as exc:
+            log.error("photo not stored", extra={"error": str(exc)})
+            return error_reply((PhotoError("photo_unreachable"),), event.lang)
+        received = Received((photo_id,), kind == "clip", (), ())
+        return self._received(event, received, _caption(event.text))
+
+    def _received(self, event: Event, received: Received, caption: str) -> Planned:
+        session = self.sessions.start(event.messenger, event.user, received.ids, received.video)
+        log.info("photos received", extra={"count": len(received.ids), "video": received.video})
+        if caption:
+            return self.ask(event, caption, session)
+        return received_reply(received, event.lang)
+
+    def ask(self, event: Event, question: str, session: PhotoSession) -> Planned:
+        """A question about the session's photo goes to the vision-language queue."""
+        limit = self.settings.max_question_chars
+        if len(question) > limit:
+            text = say("question_too_long", event.lang, n=limit)
+            return Reply((Text(text),), kind="error")
+        request = Request(
+            question=question,
+            images=session.photos,
+            history=session.turns[-MAX_TURNS:],
+            language=event.lang,
+        )
+        return ToQueue(request, task="ask")
+
+    def start_over(self, event: Event) -> Reply:
+        """`새 사진`: forget the current photo and its conversation."""
+        self.sessions.clear(event.messenger, event.user)
+        return Reply((Text(say("new_photo", event.lang)),), (quick("quick_help", event.lang),))
+
+    def forget(self, event: Event) -> Reply:
+        """`기록 삭제`: delete the user's photos, sessions and kept results at once."""
+        self.sessions.forget(event.messenger, event.user)
+        log.info("user history deleted")
+        return Reply((Text(say("forgotten", event.lang)),), (quick("quick_help", event.lang),))
+
+    def help_bubble(self, lang: str) -> Text:
+        """The help text's part about photos, with the keeping time from the settings."""
+        return Text(say("help_photo", lang, keep=duration(self.settings.photo_ttl_s, lang)))
+
+
+def _caption(text: str) -> str:
+    """A caption (other messengers) that is a question is asked at once."""
+    return text if intents.decide(text, has_photo=True).name == ActionName.ASK else ""
 
 
 def received_reply(received: Received, lang: str) -> Reply:
@@ -167,74 +258,6 @@ def error_reply(errors: tuple[PhotoError, ...], lang: str) -> Reply:
     return Reply((Text(error_text(error, lang)),), (quick("quick_help", lang),), kind="error")
 
 
-def photos_in(core: Core, event: Event) -> Outcome:
-    """Photos arrived: fetch and keep them now, hand the rest to the worker, then ask or answer."""
-    s = core.settings
-    received = receive(
-        core.guard,
-        core.photos,
-        event.image_urls,
-        Limits.from_settings(s),
-        event.received_at + s.photo_fetch_budget_s,
-        hand_over=True,
-    )
-    # A caption (other messengers) is a question at once.
-    caption = event.text if intents.decide(event.text, has_photo=True).name == "ask" else ""
-    if received.pending:
-        log.info("photo fetch handed to the worker", extra={"pending": len(received.pending)})
-        request = Request(
-            images=received.ids,
-            photo_urls=received.pending,
-            question=caption if len(caption) <= s.max_question_chars else "",
-            language=event.lang,
-        )
-        return core.submit(event, request, task="ask", hold_slot=False)
-    if not received.ids:
-        return Outcome(reply=error_reply(received.errors, event.lang), request_id=event.request_id)
-    session = core.conversations.start(event.messenger, event.user, received.ids, received.video)
-    log.info("photos received", extra={"count": len(received.ids), "video": received.video})
-    if caption:
-        return ask(core, event, caption, session)
-    return Outcome(reply=received_reply(received, event.lang), request_id=event.request_id)
-
-
-def ask(core: Core, event: Event, question: str, session: PhotoSession) -> Outcome:
-    """A question about the session's photo goes to the vision-language queue."""
-    limit = core.settings.max_question_chars
-    if len(question) > limit:
-        text = say("question_too_long", event.lang, n=limit)
-        return Outcome(reply=Reply((Text(text),), kind="error"), request_id=event.request_id)
-    request = Request(
-        question=question,
-        images=session.photos,
-        history=session.turns[-MAX_TURNS:],
-        language=event.lang,
-    )
-    return core.submit(event, request, task="ask")
-
-
-def start_over(core: Core, event: Event) -> Outcome:
-    """`새 사진`: forget the current photo and its conversation."""
-    core.conversations.clear(event.messenger, event.user)
-    return Outcome(
-        reply=Reply((Text(say("new_photo", event.lang)),), (quick("quick_help", event.lang),)),
-        request_id=event.request_id,
-    )
-
-
-def forget(core: Core, event: Event) -> Outcome:
-    """`기록 삭제`: delete the user's photos, sessions and kept results at once."""
-    core.conversations.forget(event.messenger, event.user)
-    log.info("user history deleted")
-    return Outcome(
-        reply=Reply((Text(say("forgotten", event.lang)),), (quick("quick_help", event.lang),)),
-        request_id=event.request_id,
-    )
-
-
-def hint(event: Event) -> Outcome:
+def hint(event: Event) -> Reply:
     """A question with no photo in the session: ask for the photo, draw nothing."""
-    return Outcome(
-        reply=Reply((Text(say("photo_hint", event.lang)),), (quick("quick_help", event.lang),)),
-        request_id=event.request_id,
-    )
+    return Reply((Text(say("photo_hint", event.lang)),), (quick("quick_help", event.lang),))

@@ -1,7 +1,7 @@
 """From a drawing message to a Request: options, the block list, seeds, styles and photos.
 
 The core (bot/core/service.py) asks `Drawing.plan` what to do with a drawing action and gets either
-a Request to queue or a Reply that says what to fix. Nothing here waits on a model.
+a request to queue or a Reply that says what to fix. Nothing here waits on a model.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from bot.core import keys, options
+from bot.core.actions import Action, ActionName, Planned, ToQueue
 from bot.core.blocklist import BlockList, log_refusal
 from bot.core.events import Ack, Event, Outcome, Part, Reply, Text
-from bot.core.intents import Action
 from bot.core.job import Request
 from bot.core.options import MAX_SEED, STYLES, OptionError, style_label
 from bot.core.sessions import Sessions
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The intents (bot/core/intents.py) that Drawing.plan answers.
-ACTIONS = frozenset({"draw", "restyle", "same_seed", "photo_restyle", "photo_first"})
 REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(Request))
 
 
@@ -50,17 +48,22 @@ class Drawing:
         self._notices: dict[str, str] = {}
 
     def plan(self, event: Event, action: Action, photo: str | None = None,
-             pin: bytes | None = None, defer_seed: bool = False) -> Request | Reply:
-        """A Request to queue, or a Reply; `photo` is the session's photo id, if any, and `pin`
-        the seed `같은 시드로` kept (read by the caller with the user's other state)."""
+             pin: bytes | None = None, defer_seed: bool = False) -> Planned:
+        """A request to queue, or a Reply, for a drawing action (actions.DRAWING) or a redraw;
+        `photo` is the session's photo id, if any, and `pin` the seed `같은 시드로` kept (read by
+        the caller with the user's other state). `defer_seed`: admission reads the pin."""
         lang = event.lang
-        if action.name == "same_seed":
+        if action.name == ActionName.REDRAW:
+            return self._redraw(event)
+        if action.name == ActionName.SAME_SEED:
             return self._same_seed(event)
-        if action.name == "restyle":
+        if action.name == ActionName.RESTYLE:
             return self._restyle(event, action.text)
-        if action.name == "photo_first" or (action.name == "photo_restyle" and photo is None):
+        if action.name == ActionName.PHOTO_FIRST or (
+            action.name == ActionName.PHOTO_RESTYLE and photo is None
+        ):
             return Reply((Text(say("photo_first", lang)),), help_quick_replies(lang), kind="error")
-        if action.name == "photo_restyle" and photo is not None:
+        if action.name == ActionName.PHOTO_RESTYLE and photo is not None:
             return self._photo(event, action.text, photo, pin)
         return self._prompt(event, action.text, pin, defer_seed)
 
@@ -77,7 +80,7 @@ class Drawing:
     # --- one per action ----------------------------------------------------------------------
 
     def _prompt(self, event: Event, text: str, pin: bytes | None,
-                defer_seed: bool = False) -> Request | Reply:
+                defer_seed: bool = False) -> Planned:
         lang = event.lang
         try:
             found = options.parse(text, self.settings.max_prompt_chars)
@@ -87,10 +90,10 @@ class Drawing:
         refused = self._refuse(event, found.prompt)
         if refused is not None:
             return refused
-        # Deferred: admission reads the pinned seed in its own round trip (Core._fast_draw).
+        # Deferred: admission reads the pinned seed in its own round trip (Core.handle).
         pinned = DEFERRED_SEED if defer_seed else self._take_pin(event, pin)
         width, height = options.size_for(found.shape, *self.canvas)
-        return Request(
+        return ToQueue(Request(
             prompt=found.prompt,
             negative_prompt=found.negative,
             width=width,
@@ -99,25 +102,32 @@ class Drawing:
             language=lang,
             style=found.style or "",
             translate=found.translate,
-        )
+        ))
 
-    def _restyle(self, event: Event, style: str) -> Request | Reply:
+    def _redraw(self, event: Event) -> Planned:
+        """`다시 그리기`: the last request with a new seed."""
+        last = self.sessions.last_prompt(event.messenger, event.user)
+        if last is None:
+            return no_last_prompt(event.lang)
+        return ToQueue(request_from(last, seed=new_seed()))
+
+    def _restyle(self, event: Event, style: str) -> Planned:
         """The last request in another style, with the same seed so the two compare."""
         last = self.sessions.last_prompt(event.messenger, event.user)
         if last is None:
-            return Reply((Text(say("no_last_prompt", event.lang)),), help_quick_replies(event.lang))
-        return request_from(last, style=style)
+            return no_last_prompt(event.lang)
+        return ToQueue(request_from(last, style=style))
 
     def _same_seed(self, event: Event) -> Reply:
         """`같은 시드로`: keep the last seed for the user's next prompt only."""
         last = self.sessions.last_prompt(event.messenger, event.user)
         if last is None or not isinstance(last.get("seed"), int):
-            return Reply((Text(say("no_last_prompt", event.lang)),), help_quick_replies(event.lang))
+            return no_last_prompt(event.lang)
         seed = last["seed"]
         self.r.set(keys.seed_pin(event.messenger, event.user), seed, ex=self.settings.session_ttl_s)
         return Reply((Text(say("same_seed_set", event.lang, seed=seed)),))
 
-    def _photo(self, event: Event, text: str, photo: str, pin: bytes | None) -> Request | Reply:
+    def _photo(self, event: Event, text: str, photo: str, pin: bytes | None) -> Planned:
         """`이 사진을 수채화로`: redraw the session's photo."""
         restyle = options.photo_restyle(text)
         if restyle is None:  # decide() saw one; keep the two in step
@@ -125,14 +135,14 @@ class Drawing:
         refused = self._refuse(event, restyle.prompt)
         if refused is not None:
             return refused
-        return Request(
+        return ToQueue(Request(
             prompt=restyle.prompt,
             seed=self._take_pin(event, pin),
             language=event.lang,
             style=restyle.style or "",
             source_image=photo,
             strength=restyle.strength,
-        )
+        ))
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -174,6 +184,11 @@ def request_from(stored: dict[str, Any], **changes: Any) -> Request:
     """A Request from a stored one (unknown keys from other versions are dropped)."""
     fields = {k: v for k, v in stored.items() if k in REQUEST_FIELDS}
     return Request(**{**fields, **changes})
+
+
+def no_last_prompt(lang: str) -> Reply:
+    """`다시 그리기` and its kin with nothing drawn yet."""
+    return Reply((Text(say("no_last_prompt", lang)),), help_quick_replies(lang))
 
 
 def problem(exc: OptionError, lang: str) -> Reply:

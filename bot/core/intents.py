@@ -1,4 +1,4 @@
-"""Decide what a message asks for. The command and intent table, documented in the README.
+"""Decide what a message asks for: the command and intent table (actions: bot/core/actions.py).
 
 | message (trimmed, case-insensitive)                   | action   |
 | ----------------------------------------------------- | -------- |
@@ -37,9 +37,9 @@ A photo alone (no text) never reaches this table: the core receives it first.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from bot.core import options
+from bot.core.actions import Action, ActionName
 
 HELP = {"", "도움말", "help", "?", "？", "사용법", "/help", "/start", "메뉴", "menu"}
 GREETINGS = {
@@ -86,14 +86,6 @@ DRAW_WORDS = re.compile(r"(그려|그리기|그림으로|\b(draw|paint|sketch|il
 TRAILING = re.compile(r"[\s!~.?？！。ㅎㅋ^]+$")
 
 
-@dataclass(frozen=True)
-class Action:
-    """What to do with a message."""
-
-    name: str  # help | welcome | redraw | results | new_photo | forget | ask | photo_hint | draw
-    text: str = ""
-
-
 def normalise(text: str) -> str:
     """Lower-case, single spaces, no trailing punctuation or laughter."""
     collapsed = " ".join(text.split()).lower()
@@ -129,31 +121,33 @@ def decide(text: str, has_photo: bool = False) -> Action:
     """Map a message to an action by the table above; `has_photo`: the session holds a photo."""
     key = normalise(text)
     if key in HELP or text.strip() in HELP:
-        return Action("help")
+        return Action(ActionName.HELP)
     if key in GREETINGS:
-        return Action("welcome")
+        return Action(ActionName.WELCOME)
     if key in REDRAW:
-        return Action("redraw")
+        return Action(ActionName.REDRAW)
     if key in RESULTS:
-        return Action("results")
+        return Action(ActionName.RESULTS)
     if key in CANCEL:
-        return Action("cancel")
+        return Action(ActionName.CANCEL)
     if key in NEW_PHOTO:
-        return Action("new_photo")
+        return Action(ActionName.NEW_PHOTO)
     if key in FORGET:
-        return Action("forget")
+        return Action(ActionName.FORGET)
     if key in SAME_SEED:
-        return Action("same_seed")
+        return Action(ActionName.SAME_SEED)
     style = options.restyle_command(text)
     if style is not None:
-        return Action("restyle", style)
+        return Action(ActionName.RESTYLE, style)
     if options.photo_restyle(text) is not None:
-        return Action("photo_restyle" if has_photo else "photo_first", text.strip())
+        return Action(
+            ActionName.PHOTO_RESTYLE if has_photo else ActionName.PHOTO_FIRST, text.strip()
+        )
     question = mentions_photo(text) or looks_like_question(text)
     if has_photo:
         if not question and (DRAW_WORDS.search(key) or options.has_options(text)):
-            return Action("draw", text.strip())
-        return Action("ask", text.strip())
+            return Action(ActionName.DRAW, text.strip())
+        return Action(ActionName.ASK, text.strip())
     if question:
-        return Action("photo_hint", text.strip())
-    return Action("draw", text.strip())
+        return Action(ActionName.PHOTO_HINT, text.strip())
+    return Action(ActionName.DRAW, text.strip())

@@ -31,6 +31,9 @@ from bot.core.settings import Settings
 CACHE_S = 1.0
 
 
+COMMANDS = frozenset({"점검", "maintenance", "차단", "block", "unblock", "상태", "status"})
+
+
 class Operations:
     """Reads operator state with a one-second cache, and runs admin commands."""
 
@@ -89,12 +92,17 @@ class Operations:
         self._refresh()
         return self._workers.get(queue, 0)
 
+    def is_command(self, event: Event) -> bool:
+        """An operator's `/점검`, `/차단` or `/상태` (other `/…` words are read as anyone's)."""
+        text = event.text.strip()
+        word = text[1:].partition(" ")[0]
+        return text.startswith("/") and word in COMMANDS and self.is_operator(event)
+
     def command(self, event: Event) -> Reply | None:
         """Run an admin command from an operator; None when the text is not one."""
-        text = event.text.strip()
-        if not text.startswith("/") or not self.is_operator(event):
+        if not self.is_command(event):
             return None
-        word, _, rest = text[1:].partition(" ")
+        word, _, rest = event.text.strip()[1:].partition(" ")
         rest = rest.strip()
         if word in {"점검", "maintenance"}:
             if rest in {"끝", "해제", "off", "end"}:

@@ -4,12 +4,14 @@
    within a deadline, with a byte cap. Kakao's URLs expire in minutes, so this happens when the
    message arrives; what cannot finish in time is handed to the worker (`pending`).
 2. Sniff the type from the bytes, never from a header or a name. Only JPEG, PNG, GIF, WebP and
-   BMP are decoded, each by its own Pillow plugin; MP4/MOV and WebM/MKV are clips (bot/core/video.py).
+   BMP are decoded, each by its own Pillow plugin; MP4/MOV and WebM/MKV are clips
+   (bot/core/video.py).
 3. Check the pixel cap from the header before decoding (decompression bombs), then decode the
    first frame, apply the EXIF rotation, turn CMYK, palette, alpha and 16-bit into RGB, scale
    down and store a fresh JPEG. The original's metadata (GPS included) is not kept.
 4. Store under a 192-bit random id in a private folder (PHOTO_DIR) that no route serves. Photos
-   are deleted with the user's photo session (bot/core/conversation.py) and purged after PHOTO_TTL_S.
+   are deleted with the user's photo session (bot/core/conversation.py) and purged after
+   PHOTO_TTL_S.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The messenger-neutral core: decide, admit, enqueue, wait briefly, answer.
+"""The messenger-neutral core: one message as a pipeline.
+
+    parse (bot/messengers) -> read the user's state -> decide the action (bot/core/intents.py)
+    -> the action's handler returns a request to queue or a reply -> admit and enqueue
+    (bot/core/admission.py) -> wait briefly for the worker (bot/core/handover.py) -> answer
 
 It knows no messenger's JSON: it takes an Event and returns an Outcome.
 """
@@ -30,11 +34,11 @@ from bot.core import (
     recovery,
     slots,
 )
+from bot.core.actions import DRAWING, Action, ActionName, Planned, ToQueue
+from bot.core.admission import Status
 from bot.core.events import Ack, Event, Outcome, QuickReply, Reply, Text
 from bot.core.job import Job, Request
 from bot.core.operator import Operations
-from bot.core.photos import Limits, PhotoError, Received
-from bot.core.photos import check as check_photo
 from bot.core.photos import store_from_settings as photo_store_from_settings
 from bot.core.sessions import Sessions
 from bot.core.settings import Settings
@@ -43,30 +47,49 @@ from bot.core.urlguard import guard_from_settings
 
 log = logging.getLogger(__name__)
 
+# Answers that come after any result kept for the user (`결과 보기` serves one itself).
+KEPT_FIRST = frozenset(
+    {
+        ActionName.HELP,
+        ActionName.WELCOME,
+        ActionName.REDRAW,
+        ActionName.NEW_PHOTO,
+        ActionName.PHOTO_HINT,
+    }
+)
+MAX_ADMISSION_TRIES = 4  # each retry below has its reason; none repeats without a change
+
 
 @dataclass(frozen=True)
 class UserState:
-    """What Core.handle reads about the user before deciding, fetched in one round trip."""
+    """What the core reads about the user before deciding, in one round trip."""
 
-    photo: conversation.PhotoSession | None
-    seed_pin: bytes | None  # the seed `같은 시드로` kept for the next prompt
-    first_contact: bool
-
-
-@dataclass
-class FirstLook:
-    """What the fast path's admission read about the user, who was not looked up before."""
-
-    photo: bool = False  # a photo session is live: decide again, the long way
+    photo: conversation.PhotoSession | None = None
+    seed_pin: bytes | None = None  # the seed `같은 시드로` kept for the next prompt
     first_contact: bool = False
-    looked: bool = False  # admission may run twice (kept results, a lost job); one look
+    read: bool = True  # False: not read; admission reads it with the enqueue (the fast path)
+
+
+UNREAD = UserState(read=False)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """What admitting and answering a request gave: the outcome, and what admission read
+    about a user whose state was not read before (UNREAD)."""
+
+    outcome: Outcome | None = None  # None only while being admitted, or with `photo`
+    state_read: bool = False  # admission counted the request and looked for first contact
+    first_contact: bool = False
+    photo: bool = False  # admission found a photo session: decide again with it
 
 
 class Core:
     """Turns events into outcomes; one per web process."""
 
-    def __init__(self, settings: Settings, r: redis.Redis,
-                 waiter: redis.Redis | None = None) -> None:
+    def __init__(
+        self, settings: Settings, r: redis.Redis, waiter: redis.Redis | None = None
+    ) -> None:
         self.settings = settings
         self.r = r
         self.waiter = waiter or r  # the blocking wait for a hand-over (bot/web/app.py `connect`)
@@ -75,63 +98,56 @@ class Core:
         self.guard = guard_from_settings(settings)
         self.photos = photo_store_from_settings(settings)
         self.conversations = conversation.Conversations(r, self.photos, settings.photo_ttl_s)
+        self.desk = conversation.PhotoDesk(settings, self.guard, self.photos, self.conversations)
         self.drawing = drawing.Drawing(settings, r, self.sessions)
         self._queues: dict[str, Queue] = {}
 
-    def queue(self, name: str, held: bool = False) -> Queue:
-        """The rq queue of a model family (JSON serializer: jobs are plain JSON); `held`: its
-        twin whose push the admission script makes."""
-        key = ("held:" if held else "") + name
-        if key not in self._queues:
-            kind = admission.HeldQueue if held else Queue
-            self._queues[key] = kind(name, connection=self.r, serializer=JSONSerializer)
-        return self._queues[key]
+    def queue(self, name: str) -> Queue:
+        """The rq queue of a model family (JSON serializer: jobs are plain JSON)."""
+        if name not in self._queues:
+            self._queues[name] = Queue(name, connection=self.r, serializer=JSONSerializer)
+        return self._queues[name]
 
-    # 1. Decide --------------------------------------------------------------------------------
+    # The pipeline -------------------------------------------------------------------------------
     def handle(self, event: Event) -> Outcome:
-        """Answer one message; a new user's first answer carries the notice."""
-        fast = self._fast_draw(event)
-        if fast is not None:
-            return fast
-        return self._long_way(event, self._prefetch(event))
+        """Answer one message; a new user's first answer carries the notice.
 
-    def _long_way(self, event: Event, state: UserState) -> Outcome:
-        outcome = self._handle(event, state)
-        if state.first_contact:
-            return drawing.with_notice(outcome, self.drawing.notice(event.lang))
-        return outcome
-
-    def _fast_draw(self, event: Event) -> Outcome | None:
-        """The common message, a prompt from a user with no photo session, in one round trip.
-
-        Admission itself reads what `_prefetch` would (photo session, pinned seed, first
-        contact) and counts the request; a user with a photo session goes the long way.
+        A prompt from a user without a photo session is the common message. It is decided
+        before the user's state is read (UNREAD): admission reads that state in the round trip
+        that queues the job. When the user turns out to have a photo session, the message is
+        decided once more, with the state read.
         """
-        if event.image_urls or event.text.startswith("/"):
-            return None
-        action = intents.decide(event.text, has_photo=False)
-        if action.name != "draw":
-            return None
-        planned = self.drawing.plan(event, action, None, None, defer_seed=True)
-        if not isinstance(planned, Request):  # refused or a bad option: no admission needed
-            state = self._prefetch(event)
-            if state.photo is not None:  # with a photo the same words may be a question
-                return self._long_way(event, state)
-            outcome = _reply(planned, event)
-            if state.first_contact:
-                return drawing.with_notice(outcome, self.drawing.notice(event.lang))
-            return outcome
-        look = FirstLook()
-        outcome = self.submit(event, planned, look=look)
-        if look.photo:
-            return None
-        if not look.looked:  # refused before admission (maintenance, no worker): count it here
-            look.first_contact = self._prefetch(event).first_contact
-        if look.first_contact:
-            return drawing.with_notice(outcome, self.drawing.notice(event.lang))
-        return outcome
+        if self._decidable_unread(event):
+            return self._handle(event, UNREAD)
+        return self._handle(event, self.read_state(event))
 
-    def _prefetch(self, event: Event) -> UserState:
+    def _handle(self, event: Event, state: UserState) -> Outcome:
+        """Decide, plan, admit and enqueue, wait, answer."""
+        # 1. Decide the action.
+        action = self.decide(event, state)
+        if action.name in KEPT_FIRST:
+            kept = self._kept_first(event)
+            if kept is not None:
+                return self._noticed(kept, state.first_contact, event.lang)
+        # 2. The action's handler: a request to queue, or a reply.
+        planned = self.plan(event, action, state)
+        if isinstance(planned, Reply):
+            if not state.read:  # the answer may carry the notice: read the state now
+                state = self.read_state(event)
+                if state.photo is not None:  # with a photo the same words may be a question
+                    return self._handle(event, state)
+            return self._noticed(_reply(planned, event), state.first_contact, event.lang)
+        # 3. Admit and enqueue, wait briefly, answer.
+        admitted = self._submit(event, planned, first_look=not state.read)
+        if admitted.photo:  # the user has a photo session after all: decide again with it
+            return self._handle(event, self.read_state(event))
+        assert admitted.outcome is not None
+        first_contact = state.first_contact or admitted.first_contact
+        if not state.read and not admitted.state_read:  # refused before admission read it
+            first_contact = self.read_state(event).first_contact
+        return self._noticed(admitted.outcome, first_contact, event.lang)
+
+    def read_state(self, event: Event) -> UserState:
         """The user's state this message needs, and the request count, in one round trip."""
         m, u = event.messenger, event.user
         with self.r.pipeline(transaction=False) as pipe:
@@ -145,92 +161,79 @@ class Core:
         session = conversation.PhotoSession.from_json(photo) if photo else None
         return UserState(session, pin if isinstance(pin, bytes) else None, first is True)
 
-    def _handle(self, event: Event, state: UserState) -> Outcome:
-        lang = event.lang
-        command = self.ops.command(event)
-        if command is not None:
-            return _reply(command, event)
-        if event.image_urls:  # fetched at once: the URLs expire
-            return conversation.photos_in(self, event)
-        photo = state.photo
-        action = intents.decide(event.text, has_photo=photo is not None)
-        if action.name == "results":
+    def _decidable_unread(self, event: Event) -> bool:
+        """A text that is a prompt when the user has no photo session (the fast path)."""
+        if event.image_urls or event.text.startswith("/"):
+            return False
+        return intents.decide(event.text, has_photo=False).name == ActionName.DRAW
+
+    def decide(self, event: Event, state: UserState) -> Action:
+        """What the message asks for (UNREAD: as if the user had no photo session)."""
+        if event.image_urls:
+            return Action(ActionName.PHOTOS)
+        if self.ops.is_command(event):
+            return Action(ActionName.ADMIN, event.text)
+        return intents.decide(event.text, has_photo=state.photo is not None)
+
+    def plan(self, event: Event, action: Action, state: UserState) -> Planned:
+        """The action's handler: a request to queue, or a reply. Handlers never call the core."""
+        name, lang = action.name, event.lang
+        if name in DRAWING or name == ActionName.REDRAW:
+            photo = drawing.photo_id(state.photo)
+            return self.drawing.plan(event, action, photo, state.seed_pin, not state.read)
+        if name == ActionName.ASK and state.photo is not None:
+            return self.desk.ask(event, action.text, state.photo)
+        if name == ActionName.PHOTOS:
+            return self.desk.photos_in(event)
+        if name == ActionName.ADMIN:
+            return self.ops.command(event) or _help(self.desk, lang)
+        if name == ActionName.RESULTS:
             return self._results(event)
-        if action.name == "cancel":
+        if name == ActionName.CANCEL:
             return self.cancel(event)
-        if action.name == "forget":
-            return conversation.forget(self, event)
-        if action.name == "ask" and photo is not None:
-            return conversation.ask(self, event, action.text, photo)
-        if action.name in drawing.ACTIONS:  # draw, restyle, same seed, photo redraw
-            planned = self.drawing.plan(event, action, drawing.photo_id(photo), state.seed_pin)
-            if isinstance(planned, Request):
-                return self.submit(event, planned)
-            return _reply(planned, event)
-        if action.name == "redraw":
-            last = self.sessions.last_prompt(event.messenger, event.user)
-            if last is not None:
-                return self.submit(event, Request(**{**last, "seed": new_seed()}))
-        kept = self._kept_first(event)
-        if kept is not None:
-            return kept
-        if action.name == "redraw":
-            return _reply(Reply((Text(say("no_last_prompt", lang)),), help_quick_replies(lang)),
-                          event)
-        if action.name == "new_photo":
-            return conversation.start_over(self, event)
-        if action.name == "photo_hint":
+        if name == ActionName.FORGET:
+            return self.desk.forget(event)
+        if name == ActionName.NEW_PHOTO:
+            return self.desk.start_over(event)
+        if name == ActionName.PHOTO_HINT:
             return conversation.hint(event)
-        if action.name == "welcome":
-            return _reply(Reply((Text(say("welcome", lang)),), help_quick_replies(lang)), event)
-        help_parts = (Text(say("help", lang)), conversation.help_bubble(self, lang))
-        return _reply(Reply(help_parts, help_quick_replies(lang)), event)
+        if name == ActionName.WELCOME:
+            return Reply((Text(say("welcome", lang)),), help_quick_replies(lang))
+        return _help(self.desk, lang)  # HELP, and ASK without a photo session (cannot happen)
 
     def photo_in(self, event: Event, fetch: Callable[[int], bytes]) -> Outcome:
-        """A photo or clip whose bytes the adapter fetches with the bot's credentials
-        (Telegram, LINE: `fetch(max_bytes)`, raising PhotoError); its caption a question at once.
-
-        Kakao hands over URLs that anyone may fetch, so the core fetches those itself
-        (Event.image_urls, `conversation.photos_in`). These bytes go through the same checks, the
-        same private store and the same conversation."""
-        lang = event.lang
-        limits = Limits.from_settings(self.settings)
-        try:
-            kind, data = check_photo(fetch(max(limits.max_bytes, limits.clip_max_bytes)), limits)
-            photo_id = self.photos.put(data, kind)
-        except PhotoError as exc:
-            log.info("photo not used", extra={"why": exc.key, "detail": str(exc)})
-            outcome = _reply(conversation.error_reply((exc,), lang), event)
-        except OSError as exc:
-            log.error("photo not stored", extra={"error": str(exc)})
-            outcome = _reply(conversation.error_reply((PhotoError("photo_unreachable"),), lang),
-                             event)
+        """A photo or clip whose bytes a push messenger's adapter fetches (`fetch(max_bytes)`),
+        its caption a question at once (conversation.PhotoDesk.bytes_in)."""
+        planned = self.desk.bytes_in(event, fetch)
+        if isinstance(planned, Reply):
+            outcome = _reply(planned, event)
         else:
-            received = Received((photo_id,), kind == "clip", (), ())
-            session = self.conversations.start(
-                event.messenger, event.user, received.ids, received.video
-            )
-            caption = intents.decide(event.text, has_photo=True)
-            if caption.name == "ask":
-                outcome = conversation.ask(self, event, caption.text, session)
-            else:
-                outcome = _reply(conversation.received_reply(received, lang), event)
-        if self.sessions.first_contact(event.messenger, event.user):
-            outcome = drawing.with_notice(outcome, self.drawing.notice(lang))
+            outcome = self._submit(event, planned).outcome or Outcome()
+        first = self.sessions.first_contact(event.messenger, event.user)
+        return self._noticed(outcome, first, event.lang)
+
+    def submit(self, event: Event, request: Request, task: str = "draw") -> Outcome:
+        """Queue a job for the user unless one is already in flight, then wait briefly."""
+        outcome = self._submit(event, ToQueue(request, task)).outcome
+        assert outcome is not None  # only a first look can find a photo session
         return outcome
 
-    def _results(self, event: Event) -> Outcome:
+    def _noticed(self, outcome: Outcome, first_contact: bool, lang: str) -> Outcome:
+        """A new user's first answer carries the notice."""
+        if first_contact:
+            return drawing.with_notice(outcome, self.drawing.notice(lang))
+        return outcome
+
+    # Handlers the core keeps: kept results and cancelling -------------------------------------
+    def _results(self, event: Event) -> Reply:
         reply, remaining = self.sessions.take_kept(event.messenger, event.user)
         if reply is None:
-            return _reply(
-                Reply((Text(say("nothing_kept", event.lang)),), help_quick_replies(event.lang)),
-                event,
-            )
+            return Reply((Text(say("nothing_kept", event.lang)),), help_quick_replies(event.lang))
         note = say("kept_note_plain", event.lang)
         if remaining:
             note += " " + say("kept_more", event.lang, n=remaining)
         extra = (quick("quick_result", event.lang),) if remaining else ()
-        return _reply(reply.with_prefix(note, extra), event)
+        return reply.with_prefix(note, extra)
 
     def _kept_first(self, event: Event) -> Outcome | None:
         """A kept result is served first; one tap re-sends what the user just wrote."""
@@ -257,27 +260,23 @@ class Core:
         """How long the job may take: Kakao's callback lives a minute; a messenger that can send
         later (Telegram, LINE) or a pull-path user waits as long as the pull path allows."""
         s = self.settings
+        pull = min(s.pull_deadline_s, s.kept_ttl_s)
         if not event.waits:
-            return s.pull_deadline_s if event.callback_url else min(s.pull_deadline_s,
-                                                                    s.kept_ttl_s)
-        return s.callback_deadline_s if event.callback_url else min(s.pull_deadline_s,
-                                                                     s.kept_ttl_s)
+            return s.pull_deadline_s if event.callback_url else pull
+        return s.callback_deadline_s if event.callback_url else pull
 
-    # 2. Admit and enqueue ------------------------------------------------------------------------
-    def submit(
-        self, event: Event, request: Request, task: str = "draw", hold_slot: bool = True,
-        look: FirstLook | None = None,
-    ) -> Outcome:
-        """Queue a job for the user unless one is already in flight, then wait briefly.
+    # Admit and enqueue --------------------------------------------------------------------------
+    def _submit(self, event: Event, planned: ToQueue, first_look: bool = False) -> Admitted:
+        """Admit and enqueue (one round trip), then wait briefly and answer.
 
-        `hold_slot=False` queues without the user's slot (a photo fetch handed to the worker:
-        its URLs expire, so it must not wait for the user's other job). `look`: the fast path,
-        whose admission also reads the user's state into it."""
+        `first_look`: the user's state was not read; admission reads it (Admitted says what it
+        found). A request queued without the user's slot (`hold_slot=False`) skips admission."""
         s = self.settings
-        life = self._life(event)
+        request, task = planned.request, planned.task
         deferred = request.seed == drawing.DEFERRED_SEED
         if deferred:  # our own choice, unless admission finds a seed the user pinned
             request = dataclasses.replace(request, seed=new_seed())
+        life = self._life(event)
         job = Job(
             request_id=event.request_id,
             messenger=event.messenger,
@@ -294,98 +293,127 @@ class Core:
         # in the same transaction, so the worker cannot finish in between.
         claim_now = event.received_at + self._sync_wait(event) - time.time() < 0.01
         operator = self.ops.is_operator(event)
-        if not hold_slot:
-            with self.r.pipeline() as pipe:
-                self._enqueue(pipe, job, at_front=operator)
-                if claim_now:
-                    handover.webhook_claim(pipe, event.request_id, _slow_path(event),
-                                           s.record_ttl_s)
-                results = pipe.execute()
-            reply = handover.claimed(results[-1]) if claim_now else None
+        if not planned.hold_slot:
+            reply = self._enqueue_unadmitted(event, job, operator, claim_now)
+            admitted = Admitted()
         else:
-            refusal, job = self._admit(event, job, life, operator, look, deferred, claim_now)
-            if refusal is not None:
-                return refusal
-            reply = None  # admission took the claim: the worker cannot have finished yet
+            admitted, job = self._admit(event, job, life, operator, first_look, deferred,
+                                        claim_now)
+            if admitted.photo or admitted.outcome is not None:
+                return admitted  # a photo session was found, or refused or served otherwise
+            reply = None  # admission took the claim when claim_now: the worker cannot be done
         log.info("enqueued", extra={"queue": job.queue, "task": task})
-        if claim_now:
-            return self.answer(event, reply, job)
-        return self.wait(event, job)
+        outcome = self.answer(event, reply, job) if claim_now else self.wait(event, job)
+        return dataclasses.replace(admitted, outcome=outcome)
 
-    def _enqueue(self, pipe: redis.client.Pipeline, job: Job, at_front: bool,
-                 held: bool = False) -> None:
-        """rq's enqueue into a MULTI; `held`: the admission script makes the push."""
-        queue = self.queue(job.queue, held=held)
-        queue.enqueue_call(
+    def _enqueue_unadmitted(self, event: Event, job: Job, operator: bool,
+                            claim_now: bool) -> Reply | None:
+        """Queue without admission (no slot, no limits); the claim with it when due."""
+        with self.r.pipeline() as pipe:
+            self._enqueue(pipe, job, at_front=operator)
+            if claim_now:
+                handover.webhook_claim(pipe, event.request_id, _slow_path(event),
+                                       self.settings.record_ttl_s)
+            results = pipe.execute()
+        return handover.claimed(results[-1]) if claim_now else None
+
+    def _enqueue(self, pipe: redis.client.Pipeline, job: Job, at_front: bool) -> None:
+        """rq's enqueue, into the caller's MULTI."""
+        self.queue(job.queue).enqueue_call(
             job.function, args=(job.to_dict(),), job_id=job.request_id,
             timeout=self.settings.job_timeout_s, result_ttl=self.settings.record_ttl_s,
             failure_ttl=86400, description=f"{job.task} {job.request_id}", pipeline=pipe,
             at_front=at_front)
 
-    def _admit(self, event: Event, job: Job, life: float, operator: bool,
-               look: FirstLook | None, deferred: bool, claim_now: bool,
-               ) -> tuple[Outcome | None, Job]:
-        """Admission (bot/core/admission.py), which also queues the job: (None, the job queued) when
-        admitted, else (the answer, the job)."""
+    def _admit(self, event: Event, job: Job, life: float, operator: bool, first_look: bool,
+               deferred: bool, claim_now: bool) -> tuple[Admitted, Job]:
+        """Admission (bot/core/admission.py), which also queues the job.
+
+        Returns Admitted with no outcome when the job is queued (or, on a first look, when the
+        user has a photo session), else with the answer; and the job as finally written."""
         s, lang = self.settings, event.lang
         if self.ops.is_blocked_by_settings(event):
-            return self._refuse(event, "blocked", say("user_blocked", lang)), job
+            return Admitted(self._refuse(event, "blocked", say("user_blocked", lang))), job
         maintenance = self.ops.maintenance()
         if maintenance and not operator:
-            return self._refuse(event, "maintenance", maintenance), job
+            return Admitted(self._refuse(event, "maintenance", maintenance)), job
         workers = self.ops.workers(job.queue)
         if not workers:  # the user's previous job may have died with the last worker
             lost = self._lost_job(event, slots.holder(self.r, event.messenger, event.user))
-            return lost or self._refuse(event, "no_worker", say("no_worker", lang)), job
+            return Admitted(lost or self._refuse(event, "no_worker", say("no_worker", lang))), job
         limits = admission.Limits(
             rate_window_s=s.rate_window_s, rate_limit=s.rate_limit, daily_quota=s.daily_quota,
             dedupe_ttl_s=s.dedupe_s, default_service_s=s.default_service_s,
             check_limits=not operator, at_front=operator)
-        budget = event.received_at + life - time.time() - 1.0
-        job.meta["quota_day"] = time.strftime("%Y%m%d", time.gmtime())
-        take_pin = False
+        ticket = admission.Ticket(
+            messenger=event.messenger, user=event.user, text=event.text or job.task,
+            request_id=event.request_id, queue_key=self.queue(job.queue).key,
+            service_field=admission.service_field(job.queue, job.preset), workers=workers,
+            budget_s=event.received_at + life - time.time() - 1.0,
+            slot_ttl_s=int(life + s.job_timeout_s + 60),
+            quota_day=time.strftime("%Y%m%d", time.gmtime()),
+            job_key=RqJob.key_for(job.request_id),
+            save_job=lambda pipe: None,  # set for each attempt below: the job may be rewritten
+            claim=(handover.claim_record(event.request_id, _slow_path(event), s.record_ttl_s)
+                   if claim_now else None),
+            first_look=first_look, seen_ttl_s=s.session_ttl_s, deferred_seed=deferred)
+        job = dataclasses.replace(job, meta={**job.meta, "quota_day": ticket.quota_day})
+        seen = Admitted()
+        for _ in range(MAX_ADMISSION_TRIES):
+            ticket = dataclasses.replace(
+                ticket, save_job=self._saver(job, operator),
+                prompt=(self.sessions.prompt_record(event.messenger, event.user,
+                                                    dict(vars(job.request)))
+                        if job.task == "draw" else None))
+            decision = admission.admit(self.r, ticket, limits)
+            if ticket.first_look:  # admission read the user's state this once
+                seen = Admitted(state_read=True, first_contact=decision.first_contact)
+                ticket = dataclasses.replace(ticket, first_look=False)
+            if decision.pin is not None:  # the pin is for this prompt: deleted when admitted
+                ticket = dataclasses.replace(ticket, take_pin=True, deferred_seed=False)
+            if decision.status == Status.ADMITTED:
+                meta = {**job.meta, "ahead": decision.ahead,
+                        "estimate_s": round(decision.estimate_s, 2)}
+                return seen, dataclasses.replace(job, meta=meta)
+            if decision.status == Status.PHOTO:  # decide again, the long way, with the photo
+                return Admitted(photo=True), job
+            if decision.status == Status.PINNED and decision.pin is not None:
+                # The user kept a seed with `같은 시드로`: write the job again with it.
+                job = dataclasses.replace(
+                    job, request=dataclasses.replace(job.request, seed=decision.pin))
+                continue
+            if decision.status == Status.KEPT:
+                kept = self._kept_first(event)  # kept results go first
+                if kept is not None:
+                    return dataclasses.replace(seen, outcome=kept), job
+                continue  # another request of the user's took them meanwhile
+            if decision.status == Status.BUSY and decision.holder:
+                lost = self._lost_job(event, decision.holder)
+                if lost is not None:
+                    return dataclasses.replace(seen, outcome=lost), job
+                if slots.holder(self.r, event.messenger, event.user) != decision.holder:
+                    continue  # the slot was freed meanwhile
+            return dataclasses.replace(seen, outcome=self._refusal(event, decision)), job
+        return dataclasses.replace(seen, outcome=self._refusal(event, decision)), job
 
-        def decide() -> admission.Decision:
-            return self._decide(event, job, workers, budget, int(life + s.job_timeout_s + 60),
-                                limits, look, deferred and not take_pin, take_pin, claim_now)
+    def _saver(self, job: Job, operator: bool) -> Callable[[redis.client.Pipeline], None]:
+        """rq's enqueue of this job, for admission to run in its MULTI."""
+        return lambda pipe: self._enqueue(pipe, job, operator)
 
-        decision = decide()
-        if look is not None and not look.looked:
-            look.photo, look.looked = decision.status == admission.PHOTO, True
-            look.first_contact = decision.first_contact
-            if look.photo:
-                return Outcome(), job  # not an answer: the caller decides again with the photo
-        if decision.pin is not None and decision.status != admission.ADMITTED:
-            take_pin = True  # the user's pinned seed: a later attempt deletes it when admitted
-            if decision.status == admission.PINNED:  # `같은 시드로`: write the job again with it
-                request = dataclasses.replace(job.request, seed=decision.pin)
-                job = dataclasses.replace(job, request=request)
-                decision = decide()
-        if decision.status == admission.KEPT:
-            kept = self._kept_first(event)
-            if kept is not None:
-                return kept, job
-            decision = decide()
-        if decision.status == admission.BUSY and decision.holder:
-            lost = self._lost_job(event, decision.holder)
-            if lost is not None:
-                return lost, job
-            if slots.holder(self.r, event.messenger, event.user) != decision.holder:
-                decision = decide()
-        if decision.status == admission.ADMITTED:
-            job.meta.update(ahead=decision.ahead, estimate_s=round(decision.estimate_s, 2))
-            return None, job
+    def _refusal(self, event: Event, decision: admission.Decision) -> Outcome:
+        lang, s = event.lang, self.settings
         texts = {
-            admission.DUPLICATE: say("duplicate", lang),
-            admission.RATE: say("rate_limited", lang, seconds=int(decision.retry_after_s) or 1),
-            admission.QUOTA: say("quota_reached", lang, n=s.daily_quota),
-            admission.BUSY: say("busy_slot", lang),
-            admission.TOO_SLOW: say("too_slow", lang,
-                                    when=admission.retry_phrase(decision.retry_after_s, lang)),
-            admission.BLOCKED: say("user_blocked", lang),
+            Status.DUPLICATE: say("duplicate", lang),
+            Status.RATE: say("rate_limited", lang, seconds=int(decision.retry_after_s) or 1),
+            Status.QUOTA: say("quota_reached", lang, n=s.daily_quota),
+            Status.BUSY: say("busy_slot", lang),
+            Status.TOO_SLOW: say(
+                "too_slow", lang, when=admission.retry_phrase(decision.retry_after_s, lang)
+            ),
+            Status.BLOCKED: say("user_blocked", lang),
         }
         return self._refuse(event, decision.name, texts.get(decision.status, say("busy_slot",
-                                                                                  lang))), job
+                                                                                  lang)))
 
     def _lost_job(self, event: Event, holder: str | None) -> Outcome | None:
         """The job holding the user's slot lost its worker: retried (the user is still busy),
@@ -403,39 +431,17 @@ class Core:
             self.sessions.keep(event.messenger, event.user, recovery.lost_reply(lost.job))
         return self._kept_first(event)
 
-    def _decide(self, event: Event, job: Job, workers: int, budget: float, slot_ttl: int,
-                limits: admission.Limits, look: FirstLook | None, deferred: bool,
-                take_pin: bool, claim_now: bool) -> admission.Decision:
-        """One admission attempt, which queues the job when admitted (one round trip)."""
-        m, u = event.messenger, event.user
-        enqueue = admission.Enqueue(
-            save_job=lambda pipe: self._enqueue(pipe, job, limits.at_front, held=True),
-            job_key=RqJob.key_for(job.request_id),
-            prompt=(self.sessions.prompt_record(m, u, _redraw_fields(job.request))
-                    if job.task == "draw" else None),
-            claim=(handover.claim_record(event.request_id, _slow_path(event),
-                                         self.settings.record_ttl_s) if claim_now else None),
-            quota_day=job.meta["quota_day"],
-            deferred_seed=deferred, take_pin=take_pin)
-        return admission.admit(
-            self.r, messenger=m, user=u, text=event.text or job.task,
-            request_id=event.request_id, queue_key=self.queue(job.queue).key,
-            service_field=admission.service_field(job.queue, job.preset), workers=workers,
-            budget_s=budget, slot_ttl_s=slot_ttl, limits=limits, enqueue=enqueue,
-            first_look=look is not None and not look.looked,
-            seen_ttl_s=self.settings.session_ttl_s)
-
     def _refuse(self, event: Event, reason: str, text: str) -> Outcome:
         log.info("refused", extra={"reason": reason})
         metrics.refused(self.r, reason)
         return _reply(Reply((Text(text),), kind="busy"), event)
 
-    def cancel(self, event: Event) -> Outcome:
+    def cancel(self, event: Event) -> Reply:
         """`취소`: a queued job is removed; a running one finishes but its result is dropped."""
         lang = event.lang
         holder = slots.holder(self.r, event.messenger, event.user)
         if not holder:
-            return _reply(Reply((Text(say("nothing_to_cancel", lang)),)), event)
+            return Reply((Text(say("nothing_to_cancel", lang)),))
         self.r.set(keys.dropped(holder), "1", ex=3600)
         try:
             rq_job = RqJob.fetch(holder, connection=self.r, serializer=JSONSerializer)
@@ -449,10 +455,10 @@ class Core:
         if queued:
             admission.refund(self.r, event.messenger, event.user, holder, day)
         log.info("cancelled", extra={"job": holder, "queued": queued})
-        return _reply(Reply((Text(say("cancelled" if queued else "cancelled_running", lang)),),
-                            help_quick_replies(lang)), event)
+        text = say("cancelled" if queued else "cancelled_running", lang)
+        return Reply((Text(text),), help_quick_replies(lang))
 
-    # 3. Answer --------------------------------------------------------------------------------
+    # Wait and answer ----------------------------------------------------------------------------
     def wait(self, event: Event, job: Job) -> Outcome:
         """Wait for a direct answer until the budget ends, then take the slow path."""
         budget = event.received_at + self._sync_wait(event) - time.time()
@@ -494,9 +500,10 @@ def new_seed() -> int:
     return secrets.randbelow(2**32)
 
 
-def _redraw_fields(request: Request) -> dict[str, object]:
-    return dict(vars(request))  # the seed too: `같은 시드로` reads it; a redraw draws a new one
-
-
 def _reply(reply: Reply, event: Event) -> Outcome:
     return Outcome(reply=reply, request_id=event.request_id)
+
+
+def _help(desk: conversation.PhotoDesk, lang: str) -> Reply:
+    """The help text and its photo part, with the help quick replies."""
+    return Reply((Text(say("help", lang)), desk.help_bubble(lang)), help_quick_replies(lang))

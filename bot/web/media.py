@@ -18,6 +18,7 @@ def serve(media_id: str) -> Response:
     if data is None:
         abort(404)
     response = Response(data, mimetype="image/jpeg")
-    response.headers["Cache-Control"] = f"public, max-age={ctx.settings.media_retention_s}, immutable"
+    max_age = ctx.settings.media_retention_s
+    response.headers["Cache-Control"] = f"public, max-age={max_age}, immutable"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
