@@ -10,7 +10,7 @@ import os
 import uuid
 
 import redis
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 from rq import Queue
 
 app = Flask(__name__)
@@ -19,13 +19,13 @@ queue = Queue("bare", connection=r)
 
 
 @app.post("/lpush")
-def lpush():  # type: ignore[no-untyped-def]
+def lpush() -> Response:
     r.lpush("bare:list", request.get_data())
     return jsonify({"ok": True})
 
 
 @app.post("/rq")
-def enqueue():  # type: ignore[no-untyped-def]
+def enqueue() -> Response:
     body = json.loads(request.get_data())
     job = queue.enqueue("builtins.print", body["userRequest"]["utterance"], job_id=uuid.uuid4().hex)
     return jsonify({"ok": True, "id": job.id})

@@ -22,6 +22,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -36,7 +37,7 @@ def kakao_body(user: str, text: str) -> bytes:
     }).encode()
 
 
-def post(port: int, body: bytes) -> dict:  # type: ignore[type-arg]
+def post(port: int, body: bytes) -> dict[str, Any]:
     req = urllib.request.Request(f"http://127.0.0.1:{port}/kakao/skill", data=body,
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as response:

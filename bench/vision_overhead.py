@@ -55,7 +55,8 @@ def photo_jpeg(width: int, height: int) -> bytes:
     from PIL import Image
 
     base = Image.linear_gradient("L").resize((width, height))
-    rgb = Image.merge("RGB", (base, base.rotate(90).resize((width, height)), base.transpose(0)))
+    flipped = base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    rgb = Image.merge("RGB", (base, base.rotate(90).resize((width, height)), flipped))
     grain = Image.effect_noise((width, height), 12).convert("RGB")
     out = io.BytesIO()
     Image.blend(rgb, grain, 0.15).save(out, "JPEG", quality=90)

@@ -119,16 +119,16 @@ def main() -> int:
         errors = f["non2xx"] + f["socket_errors"]
         print(f"{name:<26}{f['rps']:>10.0f}{f.get('p50', 0):>10.1f}{f.get('p90', 0):>10.1f}"
               f"{f.get('p99', 0):>10.1f}{errors:>8.0f}")
-    ours = results["KoalaTalk /kakao/skill"]
+    koala = results["KoalaTalk /kakao/skill"]
     ratio = statistics.median(ratios)
-    lpush_ratio = ours["rps"] / results["bare LPUSH"]["rps"] if results["bare LPUSH"]["rps"] else 0
+    lpush_ratio = koala["rps"] / results["bare LPUSH"]["rps"] if results["bare LPUSH"]["rps"] else 0
     print(f"\nratio KoalaTalk / bare rq   : {ratio:.2f}  (target >= 0.80; per round: "
           f"{', '.join(f'{x:.2f}' for x in ratios)})")
     print(f"ratio KoalaTalk / bare LPUSH: {lpush_ratio:.2f}")
     for name, rs in runs.items():
         per_round = ", ".join(f"{r['rps']:.0f}" for r in rs)
         print(f"  {name:<24} req/s per round: {per_round}")
-    print(f"KoalaTalk p99               : {ours.get('p99', 0):.1f} ms (target <= 50 ms)")
+    print(f"KoalaTalk p99               : {koala.get('p99', 0):.1f} ms (target <= 50 ms)")
     sent = sum(r["requests"] for r in runs[NAMES[2]])
     print(f"KoalaTalk jobs queued       : {queued} for {sent:.0f} requests wrk counted "
           "(wrk leaves out those in flight at the end)")

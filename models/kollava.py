@@ -289,7 +289,10 @@ def load_vision_tower(
     missing = [f"vision_model.{name}" for name in params if name not in loaded]
     if missing or unexpected:
         raise _mismatch(f"vision tower {repo_id}", missing, unexpected)
-    return tower.eval(), image_processor_from(folder, config.image_size)
+    image_size = config.image_size
+    if not isinstance(image_size, int):  # CLIP allows (height, width); AltCLIP's tower is square
+        raise ValueError(f"vision tower {repo_id}: image_size {image_size!r} is not one number")
+    return tower.eval(), image_processor_from(folder, image_size)
 
 
 # 4. Language model

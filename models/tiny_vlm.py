@@ -21,7 +21,7 @@ from models import hfcache
 from models.presets import VISION_LANGUAGE
 
 SEED = 0
-TINY_VISION = {
+TINY_VISION: dict[str, Any] = {  # a CLIP vision config, as in config.json
     "hidden_size": 32,
     "intermediate_size": 64,
     "num_hidden_layers": 2,
@@ -90,7 +90,8 @@ def train_sentencepiece(pad_to: int | None = None) -> bytes:
         num_threads=1,
         minloglevel=2,
     )
-    proto = model_pb2.ModelProto()
+    # protoc-generated: ModelProto is made at import time, so mypy cannot see it.
+    proto = model_pb2.ModelProto()  # type: ignore[attr-defined]
     proto.ParseFromString(buffer.getvalue())
     # LLaMA's tokenizer has 32000 pieces, so the added tokens get ids 32000-32002; unused
     # pieces fill the gap and are never produced by encoding.
@@ -98,7 +99,7 @@ def train_sentencepiece(pad_to: int | None = None) -> bytes:
         piece = proto.pieces.add()
         piece.piece = f"<unused{index}>"
         piece.score = 0.0
-        piece.type = model_pb2.ModelProto.SentencePiece.UNUSED
+        piece.type = model_pb2.ModelProto.SentencePiece.UNUSED  # type: ignore[attr-defined]
     return proto.SerializeToString()
 
 
@@ -108,7 +109,7 @@ def build_tiny_kollava(folder: Path, mm_hidden_size: int = TINY_VISION["hidden_s
     from transformers import LlamaConfig, LlamaForCausalLM
 
     folder.mkdir(parents=True, exist_ok=True)
-    config = {
+    config: dict[str, Any] = {  # config.json as the repository ships it
         "_name_or_path": "etri-vilab/Ko-LLaVA-13b",
         "architectures": ["LlavaLlamaForCausalLM"],
         "bos_token_id": 0,
@@ -377,24 +378,28 @@ def build_tiny_qwen2_vl(folder: Path) -> Path:
     )
     trained = json.loads(bpe.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split()) for m in trained["merges"]]
+    # transformers annotates merges as list[str] and unk_token as str, but hands merges to
+    # tokenizers' BPE (which takes pairs) and accepts no unknown token, as Qwen2-VL ships.
     tokenizer = Qwen2Tokenizer(
         vocab=trained["vocab"],
-        merges=merges,
-        unk_token=None,
+        merges=merges,  # type: ignore[arg-type]
+        unk_token=None,  # type: ignore[arg-type]
         bos_token=None,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
     )
     tokenizer.add_special_tokens({"additional_special_tokens": QWEN_SPECIALS})
-    pixels = {"min_pixels": 56 * 56, "max_pixels": 112 * 112}
+    min_pixels, max_pixels = 56 * 56, 112 * 112
     processor = Qwen2VLProcessor(
-        image_processor=Qwen2VLImageProcessorPil(**pixels),
+        image_processor=Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels),
         tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(**pixels),
+        video_processor=Qwen2VLVideoProcessor(min_pixels=min_pixels, max_pixels=max_pixels),
         chat_template=QWEN_TEMPLATE,
     )
     processor.save_pretrained(folder)
-    ids = dict(zip(QWEN_SPECIALS, tokenizer.convert_tokens_to_ids(QWEN_SPECIALS), strict=True))
+    special_ids = tokenizer.convert_tokens_to_ids(QWEN_SPECIALS)
+    assert isinstance(special_ids, list)  # a list of tokens gives a list of ids
+    ids = dict(zip(QWEN_SPECIALS, special_ids, strict=True))
     torch.manual_seed(SEED)
     config = Qwen2VLConfig(
         text_config={

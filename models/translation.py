@@ -67,7 +67,8 @@ class Translator:
         # MarianTokenizer raises TypeError, not OSError, when its vocabulary files are absent.
         except (OSError, ValueError, TypeError) as exc:
             raise unavailable(model, repo_id, exc) from exc
-        network.to(device).eval()
+        # PreTrainedModel.to is @wraps(Module.to): typeshed's _Wrapped loses the self binding.
+        network.to(device).eval()  # type: ignore[arg-type]
         return cls(
             network,
             tokenizer,

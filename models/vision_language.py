@@ -83,7 +83,8 @@ class NativeVisionLanguage:
             self.processor = AutoProcessor.from_pretrained(preset.repo_id)
             self.model = (
                 AutoModelForImageTextToText.from_pretrained(preset.repo_id, dtype=self.dtype)
-                .to(self.device)
+                # PreTrainedModel.to is @wraps(Module.to): typeshed's _Wrapped drops self.
+                .to(self.device)  # type: ignore[arg-type]
                 .eval()
             )
         except OSError as exc:  # missing from the cache and no way to download

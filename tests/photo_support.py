@@ -158,6 +158,7 @@ def clip(
     out = io.BytesIO()
     with av.open(out, mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=fps)
+        assert isinstance(stream, av.VideoStream)  # a video codec gives a video stream
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         count = int(seconds * fps)

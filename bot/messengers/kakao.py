@@ -9,9 +9,8 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bot.core import payload
 from bot.core.errors import NotAMessengerRequest, Unreadable
@@ -36,7 +35,13 @@ MAX_IMAGES = 10
 log = logging.getLogger(__name__)
 
 
-def verify(headers: Mapping[str, str], body: bytes, settings: Settings) -> None:
+class Headers(Protocol):
+    """What verify reads of the request headers: werkzeug's Headers and a plain dict both fit."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+def verify(headers: Headers, body: bytes, settings: Settings) -> None:
     """The shared secret in SECRET_HEADER (Kakao signs nothing); raises Unauthorized."""
     check_secret(headers.get(settings.secret_header), settings.secret, settings.development)
 

@@ -16,9 +16,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bot.core import payload
 from bot.core.errors import NotAMessengerRequest, Unauthorized
@@ -76,7 +75,13 @@ def check_signature(header: str | None, body: bytes, channel_secret: str) -> Non
         raise Unauthorized("wrong signature")
 
 
-def verify(headers: Mapping[str, str], body: bytes, settings: Settings) -> None:
+class Headers(Protocol):
+    """What verify reads of the request headers: werkzeug's Headers and a plain dict both fit."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+def verify(headers: Headers, body: bytes, settings: Settings) -> None:
     """X-Line-Signature: base64 HMAC-SHA256 of the raw body with the channel secret."""
     check_signature(headers.get(SIGNATURE_HEADER), body, settings.line_channel_secret)
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from urllib3 import encode_multipart_formdata
 
@@ -61,7 +60,13 @@ class TelegramError(Exception):
         self.retry_after = retry_after
 
 
-def verify(headers: Mapping[str, str], body: bytes, settings: Settings) -> None:
+class Headers(Protocol):
+    """What verify reads of the request headers: werkzeug's Headers and a plain dict both fit."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+def verify(headers: Headers, body: bytes, settings: Settings) -> None:
     """The secret token set with setWebhook, in SECRET_HEADER; raises Unauthorized."""
     check_secret(headers.get(SECRET_HEADER), settings.telegram_secret, settings.development)
 
