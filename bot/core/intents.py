@@ -1,4 +1,4 @@
-"""Decide what a message asks for. The command and intent table, documented in the README.
+"""Decide what a message asks for. The command and intent table, documented in docs/chat.md.
 
 | message (trimmed, case-insensitive)                   | action   |
 | ----------------------------------------------------- | -------- |
