@@ -1,4 +1,5 @@
-"""Decide what a message asks for: the command and intent table (actions: bot/core/actions.py).
+"""Decide what a message asks for: the command and intent table (docs/chat.md; the action set
+is bot/core/actions.py).
 
 | message (trimmed, case-insensitive)                   | action   |
 | ----------------------------------------------------- | -------- |

@@ -1,6 +1,6 @@
 """Drawing options in plain words, read from a message. Pure functions: no Redis, no models.
 
-The rules, also in the README:
+The rules, also in docs/chat.md:
 - A shape or a style is a whole part of the message, between commas or on its own line:
   `고양이, 수채화, 가로`. Inside a sentence the same words stay part of the prompt.
 - Shapes: `정사각` / `가로` / `세로` (`square` / `landscape` / `portrait`), SDXL's 1024x1024,

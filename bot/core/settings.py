@@ -1,7 +1,7 @@
 """Every KoalaTalk setting, read from the environment once at start (prefix KOALATALK_).
 
-No other module reads `os.environ`. The README's settings table is generated from FIELDS below
-(`python -m bot.core.settings --markdown`), so the two cannot drift apart.
+No other module reads `os.environ`. docs/settings.md's table is generated from the fields below
+(`scripts/settings-table`), and tests/test_docs.py keeps the two from drifting apart.
 """
 
 from __future__ import annotations
@@ -352,7 +352,7 @@ class Settings:
 
 
 def markdown_table() -> str:
-    """The README's settings table."""
+    """The settings table of docs/settings.md."""
     rows = ["| setting | default | meaning |", "| --- | --- | --- |"]
     for f in dataclasses.fields(Settings):
         default = f.default if f.default is not dataclasses.MISSING else ""
