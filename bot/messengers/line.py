@@ -2,9 +2,9 @@
 
 The only module that knows LINE's JSON (the route is bot/web/line.py). The webhook checks
 `X-Line-Signature` (base64 HMAC-SHA256 of the raw body with the channel secret) before reading
-anything, drops redelivered events, and answers each message event. A reply token is single-use and lives about a minute:
-the answer goes through it while it is fresh and as a push message after that. LINE fetches
-images itself, so pictures go out as https URLs under PUBLIC_URL.
+anything, drops redelivered events, and answers each message event. A reply token is single-use
+and lives about a minute: the answer goes through it while it is fresh and as a push message
+after that. LINE fetches images itself, so pictures go out as https URLs under PUBLIC_URL.
 """
 
 from __future__ import annotations
