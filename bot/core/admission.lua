@@ -41,10 +41,11 @@ local seen_ttl = ARGV[16]
 local metric_field = ARGV[17]
 local prompt_json = ARGV[18]           -- '' when the job is no drawing
 local prompt_ttl = ARGV[19]
-local claim_value = ARGV[20]           -- '' when the webhook will wait
+local claim_value = ARGV[20]           -- the slow-path claim, taken as claim_over says
 local claim_ttl = ARGV[21]
 local deferred_seed = ARGV[22] == '1'  -- the job's seed is ours to choose: a pinned seed wins
 local take_pin = ARGV[23] == '1'       -- the job carries the pinned seed: delete the pin
+local claim_over = tonumber(ARGV[24])  -- take the claim when the estimate passes this (s)
 
 -- Statuses, as admission.Status numbers them (a test keeps the two in step).
 local KEPT, DUPLICATE, RATE, QUOTA, BUSY, TOO_SLOW, ADMITTED, BLOCKED, PHOTO, PINNED =
@@ -110,7 +111,12 @@ end
 redis.call('SET', dedupe_key, request_id, 'EX', dedupe_ttl)
 if pin ~= '' or take_pin then redis.call('DEL', pin_key) end
 if prompt_json ~= '' then redis.call('SET', prompt_key, prompt_json, 'EX', prompt_ttl) end
--- The slow-path claim of the hand-over, taken now when the webhook will not wait: the job
--- was pushed a moment ago, so no worker can have claimed it first.
-if claim_value ~= '' then redis.call('SET', claim_key, claim_value, 'NX', 'EX', claim_ttl) end
-return {ADMITTED, tostring(ahead) .. ':' .. tostring(estimate), pin, fresh}
+-- The slow-path claim of the hand-over, taken now when the webhook will not wait, or when the
+-- estimate says the job cannot be done before its wait ends: the job was pushed a moment ago,
+-- so no worker can have claimed it first.
+local claimed = 0
+if claim_value ~= '' and estimate > claim_over then
+  redis.call('SET', claim_key, claim_value, 'NX', 'EX', claim_ttl)
+  claimed = 1
+end
+return {ADMITTED, tostring(ahead) .. ':' .. tostring(estimate) .. ':' .. claimed, pin, fresh}

@@ -92,6 +92,7 @@ class Call:
     claim_ttl: int
     deferred_seed: bool
     take_pin: bool
+    claim_over: float
 
     def keys(self) -> list[str]:
         """KEYS, in order."""
@@ -145,6 +146,7 @@ class Ticket:
     save_job: Callable[[Pipeline], object]  # rq's enqueue into the MULTI
     prompt: tuple[str, str, int] | None = None  # last prompt: key, JSON, TTL
     claim: tuple[str, str, int] | None = None  # hand-over claim: key, value, TTL
+    claim_over_s: float = -1.0  # the claim is taken when the estimate passes this
     first_look: bool = False  # also read the user's state (the webhook's fast path)
     seen_ttl_s: int = 86400
     deferred_seed: bool = False  # a seed of our own choosing: a pinned seed wins (PINNED)
@@ -192,6 +194,7 @@ class Ticket:
             claim_ttl=self.claim[2] if self.claim else 0,
             deferred_seed=self.deferred_seed,
             take_pin=self.take_pin,
+            claim_over=self.claim_over_s,
         )
 
 
@@ -207,6 +210,7 @@ class Decision:
     count: int = 0  # kept results waiting, or the quota used
     pin: int | None = None  # first look: the seed `같은 시드로` kept
     first_contact: bool = False  # first look: this is the first message seen from the user
+    claimed: bool = False  # admitted with the slow-path claim taken: acknowledge at once
 
     @property
     def name(self) -> str:
@@ -246,8 +250,10 @@ def admit(r: redis.Redis, ticket: Ticket, limits: Limits) -> Decision:
         first_contact=bool(fresh),
     )
     if found.status == Status.ADMITTED:
-        ahead, estimate = text.split(":")
-        return dataclasses.replace(found, ahead=int(ahead), estimate_s=float(estimate))
+        ahead, estimate, claimed = text.split(":")
+        return dataclasses.replace(
+            found, ahead=int(ahead), estimate_s=float(estimate), claimed=claimed == "1"
+        )
     if found.status == Status.KEPT:
         return dataclasses.replace(found, count=int(text))
     if found.status == Status.RATE:

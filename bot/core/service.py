@@ -58,6 +58,10 @@ KEPT_FIRST = frozenset(
     }
 )
 MAX_ADMISSION_TRIES = 4  # each retry below has its reason; none repeats without a change
+# The webhook does not wait for a job whose estimate passes the wait's end by more than this:
+# waiting would only show the user nothing for seconds. Within it, the moving average is too
+# noisy to give up a direct answer, so the webhook waits (docs/architecture.md).
+ESTIMATE_MARGIN_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ class Admitted:
     state_read: bool = False  # admission counted the request and looked for first contact
     first_contact: bool = False
     photo: bool = False  # admission found a photo session: decide again with it
+    claimed: bool = False  # queued with the slow-path claim taken: acknowledge at once
 
 
 class Core:
@@ -289,19 +294,21 @@ class Core:
             received_at=event.received_at,
             lang=event.lang,
         )
-        # When there is no time left to wait, the slow-path claim is taken with the enqueue,
-        # in the same transaction, so the worker cannot finish in between.
-        claim_now = event.received_at + self._sync_wait(event) - time.time() < 0.01
+        # When there is no time left to wait, or the job cannot be done before the wait ends,
+        # the slow-path claim is taken with the enqueue, in the same transaction, so the worker
+        # cannot finish in between: the user is acknowledged at once.
+        wait_s = event.received_at + self._sync_wait(event) - time.time()
         operator = self.ops.is_operator(event)
         if not planned.hold_slot:
+            claim_now = wait_s < 0.01
             reply = self._enqueue_unadmitted(event, job, operator, claim_now)
             admitted = Admitted()
         else:
-            admitted, job = self._admit(event, job, life, operator, first_look, deferred,
-                                        claim_now)
+            admitted, job = self._admit(event, job, life, operator, first_look, deferred, wait_s)
             if admitted.photo or admitted.outcome is not None:
                 return admitted  # a photo session was found, or refused or served otherwise
-            reply = None  # admission took the claim when claim_now: the worker cannot be done
+            claim_now = admitted.claimed
+            reply = None  # the claim was taken at admission: the worker cannot be done yet
         log.info("enqueued", extra={"queue": job.queue, "task": task})
         outcome = self.answer(event, reply, job) if claim_now else self.wait(event, job)
         return dataclasses.replace(admitted, outcome=outcome)
@@ -326,7 +333,7 @@ class Core:
             at_front=at_front)
 
     def _admit(self, event: Event, job: Job, life: float, operator: bool, first_look: bool,
-               deferred: bool, claim_now: bool) -> tuple[Admitted, Job]:
+               deferred: bool, wait_s: float) -> tuple[Admitted, Job]:
         """Admission (bot/core/admission.py), which also queues the job.
 
         Returns Admitted with no outcome when the job is queued (or, on a first look, when the
@@ -354,8 +361,8 @@ class Core:
             quota_day=time.strftime("%Y%m%d", time.gmtime()),
             job_key=RqJob.key_for(job.request_id),
             save_job=lambda pipe: None,  # set for each attempt below: the job may be rewritten
-            claim=(handover.claim_record(event.request_id, _slow_path(event), s.record_ttl_s)
-                   if claim_now else None),
+            claim=handover.claim_record(event.request_id, _slow_path(event), s.record_ttl_s),
+            claim_over_s=-1.0 if wait_s < 0.01 else wait_s + ESTIMATE_MARGIN_S,
             first_look=first_look, seen_ttl_s=s.session_ttl_s, deferred_seed=deferred)
         job = dataclasses.replace(job, meta={**job.meta, "quota_day": ticket.quota_day})
         seen = Admitted()
@@ -374,7 +381,9 @@ class Core:
             if decision.status == Status.ADMITTED:
                 meta = {**job.meta, "ahead": decision.ahead,
                         "estimate_s": round(decision.estimate_s, 2)}
-                return seen, dataclasses.replace(job, meta=meta)
+                return dataclasses.replace(seen, claimed=decision.claimed), dataclasses.replace(
+                    job, meta=meta
+                )
             if decision.status == Status.PHOTO:  # decide again, the long way, with the photo
                 return Admitted(photo=True), job
             if decision.status == Status.PINNED and decision.pin is not None:

@@ -1,0 +1,89 @@
+"""First feedback at once: when admission's estimate says the picture cannot be ready before the
+webhook's wait ends, the user is acknowledged at once instead of after the whole wait.
+
+The estimate comes from the service times the workers record (`keys.SERVICE_TIMES`); these tests
+set it the way a busy or slow model would have, and restore it after.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from bot.core import admission, keys
+from tests.support import KAKAO_BUDGET_S, image_urls, new_user, post_kakao, text_of, wait_until
+
+WAIT_S = 3.0  # the webhook's wait for a direct answer in these tests (SYNC_WAIT_S)
+
+
+@pytest.fixture
+def estimate(stack: Any) -> Iterator[Any]:
+    """Set the tiny worker's recorded service time; the measured one is put back after."""
+    r = stack["redis"]
+    field = admission.service_field("text2image", "tiny")
+    before = r.hget(keys.SERVICE_TIMES, field)
+
+    def set_to(seconds: float) -> None:
+        r.hset(keys.SERVICE_TIMES, field, str(seconds))
+
+    yield set_to
+    if before is None:
+        r.hdel(keys.SERVICE_TIMES, field)
+    else:
+        r.hset(keys.SERVICE_TIMES, field, before)
+
+
+def test_a_job_that_cannot_be_ready_in_time_is_acknowledged_at_once(
+    make_app: Any, callback_server: Any, estimate: Any
+) -> None:
+    # What a deep queue looks like to admission: 20 s before this job is done.
+    estimate(20.0)
+    client = make_app(sync_wait_s=WAIT_S).test_client()
+    token = "early" + new_user()
+    started = time.time()
+    body = post_kakao(client, new_user(), "눈 덮인 산장", callback_server.url(token),
+                      budget_s=KAKAO_BUDGET_S)
+    acked_after = time.time() - started
+    assert body["useCallback"] is True
+    assert "20초" in body["data"]["text"], body["data"]["text"]  # the honest wait
+    # Not held for the wait: a wide margin, this machine is shared.
+    assert acked_after < WAIT_S - 1.0, acked_after
+    # The estimate was wrong (the tiny model is fast): the picture still comes, once, by
+    # callback, no sooner than CALLBACK_DELAY_S after the acknowledgement.
+    calls = callback_server.wait_for(token)
+    assert len(calls) == 1 and len(image_urls(calls[0].body)) == 1
+    assert calls[0].at - (started + acked_after) >= 1.0
+
+
+def test_without_a_callback_the_user_gets_the_pull_answer_at_once(
+    make_app: Any, stack: Any, estimate: Any
+) -> None:
+    estimate(20.0)
+    client = make_app(sync_wait_s=WAIT_S).test_client()
+    user = new_user()
+    started = time.time()
+    body = post_kakao(client, user, "비 오는 거리의 고양이", budget_s=KAKAO_BUDGET_S)
+    assert time.time() - started < WAIT_S - 1.0
+    assert "아직 그리는 중" in text_of(body)
+    labels = [q["label"] for q in body["template"]["quickReplies"]]
+    assert "결과 보기" in labels
+    # Finished early all the same: kept for the user, served by `결과 보기`.
+    r = stack["redis"]
+    assert wait_until(lambda: r.llen(keys.kept("kakao", user)) == 1)
+    shown = post_kakao(client, user, "결과 보기", budget_s=KAKAO_BUDGET_S)
+    assert len(image_urls(shown)) == 1
+
+
+def test_a_job_that_fits_is_still_answered_directly(
+    make_app: Any, callback_server: Any, estimate: Any
+) -> None:
+    estimate(0.2)  # an idle worker
+    client = make_app(sync_wait_s=4.0).test_client()
+    token = "fits" + new_user()
+    body = post_kakao(client, new_user(), "해바라기 밭", callback_server.url(token),
+                      budget_s=KAKAO_BUDGET_S)
+    assert "useCallback" not in body and len(image_urls(body)) == 1
+    assert callback_server.hits.get(token, 0) == 0
