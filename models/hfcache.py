@@ -48,3 +48,23 @@ def place(folder: Path, repo_id: str, cache: Path | None = None) -> Path:
     tmp.write_text(revision)
     os.replace(tmp, root / "refs" / "main")
     return snap
+
+
+BUILD_MARK = "koalatalk-build.txt"  # in a locally built model's folder: which builder made it
+
+
+def mark_build(folder: Path, build: str) -> None:
+    """Record in a locally built model folder which version of its builder wrote it."""
+    (folder / BUILD_MARK).write_text(build + "\n", encoding="utf-8")
+
+
+def built_snapshot(repo_id: str, build: str, cache: Path | None = None) -> Path | None:
+    """The cached snapshot of a locally built model when `build` of its builder wrote it, else
+    None: a tiny model cached by an older builder is rebuilt rather than kept."""
+    snap = snapshot_dir(repo_id, cache)
+    if snap is None:
+        return None
+    mark = snap / BUILD_MARK
+    if not mark.is_file() or mark.read_text(encoding="utf-8").strip() != build:
+        return None
+    return snap

@@ -2,11 +2,14 @@
 
 It has SDXL's exact layout (two CLIP text encoders, a UNet with the `text_time` addition
 embedding, an AutoencoderKL with 8x downsampling, Euler scheduler), so the real loading code reads
-it through `from_pretrained(repo_id)` like downloaded KOALA weights; about 5 MB in all.
+it through `from_pretrained(repo_id)` like downloaded KOALA weights; about 24 MB in all. Its two
+tokenizers are CLIP's own (built from OpenAI's merges, vendored in models/data), so prompts count
+against the 77-token window exactly as they do with KOALA.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import tempfile
@@ -15,62 +18,62 @@ from pathlib import Path
 from models import hfcache
 
 TINY_SDXL_REPO = "koalatalk/tiny-sdxl"
+# Bumped whenever build_tiny_sdxl changes what it writes, so older cached copies are rebuilt
+# (2: CLIP's real 49408-entry vocabulary).
+TINY_SDXL_BUILD = "2"
 TEXT_HIDDEN = 32  # each text encoder; the UNet cross-attends to both, concatenated
 TIME_EMBED = 8  # per SDXL micro-conditioning number (sizes and crop), six of them
 
-# A handful of BPE merges over frequent English pairs, so prompts encode to fewer than one token
-# per character and the tokenizer behaves like a real one (merging, decoding) in tests.
-_MERGES = [
-    "t h",
-    "th e</w>",
-    "a n",
-    "i n",
-    "e r",
-    "o n",
-    "a t",
-    "o r",
-    "e n",
-    "a r</w>",
-    "c a",
-    "ca t</w>",
-    "d o",
-    "do g</w>",
-    "r e",
-    "e d</w>",
-    "s t",
-]
+CLIP_BPE = Path(__file__).parent / "data" / "bpe_simple_vocab_16e6.txt.gz"  # OpenAI, MIT
+CLIP_VOCAB = 49408
+CLIP_MERGES = CLIP_VOCAB - 2 * 256 - 2  # 48894: the merges CLIP keeps, after a version line
 
 
 def bytes_to_unicode() -> dict[int, str]:
-    """CLIP's reversible byte-to-character table: printable bytes map to themselves."""
+    """CLIP's reversible byte-to-character table, in CLIP's order (its vocabulary's first 256).
+
+    Printable bytes map to themselves and come first; the others (space, control characters)
+    follow, mapped to characters from 256 up.
+    """
     printable = [
         *range(ord("!"), ord("~") + 1),
         *range(ord("¡"), ord("¬") + 1),
         *range(ord("®"), ord("ÿ") + 1),
     ]
-    table: dict[int, str] = {}
-    extra = 0
-    for byte in range(256):
-        if byte in printable:
-            table[byte] = chr(byte)
-        else:
-            # Unprintable bytes (space, control characters) get characters above 255.
-            table[byte] = chr(256 + extra)
-            extra += 1
+    table = {byte: chr(byte) for byte in printable}
+    others = [byte for byte in range(256) if byte not in table]
+    table.update({byte: chr(256 + extra) for extra, byte in enumerate(others)})
     return table
 
 
+def clip_merges() -> list[str]:
+    """The first 48894 merges of OpenAI's CLIP BPE file, as CLIP's own tokenizer reads them."""
+    lines = gzip.decompress(CLIP_BPE.read_bytes()).decode("utf-8").split("\n")
+    merges = lines[1 : CLIP_MERGES + 1]  # the first line names the file and its version
+    if len(merges) != CLIP_MERGES or any(len(merge.split()) != 2 for merge in merges):
+        raise ValueError(f"{CLIP_BPE} does not hold {CLIP_MERGES} merges")
+    return merges
+
+
 def write_clip_vocab(folder: Path) -> int:
-    """Write a small byte-level BPE vocab.json and merges.txt; return the vocabulary size."""
+    """Write CLIP's vocab.json and merges.txt (49408 entries); return the vocabulary size.
+
+    Built as CLIP builds it: the 256 byte characters, the same with `</w>`, one token per merge,
+    then `<|startoftext|>` (49406) and `<|endoftext|>` (49407), so prompts split into the real
+    CLIP tokens and count against the 77-token window as they do with KOALA's tokenizers.
+    """
+    merges = clip_merges()
     chars = list(bytes_to_unicode().values())
     tokens = chars + [c + "</w>" for c in chars]
-    tokens += ["".join(pair.split()) for pair in _MERGES]
+    tokens += ["".join(merge.split()) for merge in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+    vocab = {token: index for index, token in enumerate(tokens)}
+    if len(vocab) != CLIP_VOCAB:
+        raise ValueError(f"CLIP vocabulary has {len(vocab)} distinct tokens, not {CLIP_VOCAB}")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (folder / "merges.txt").write_text(
-        "#version: 0.2\n" + "\n".join(_MERGES) + "\n", encoding="utf-8"
+        "#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8"
     )
     return len(vocab)
 
@@ -176,7 +179,7 @@ def build_tiny_sdxl(folder: Path) -> None:
 
 def ensure_tiny_sdxl(repo_id: str = TINY_SDXL_REPO) -> str:
     """Build the tiny SDXL pipeline into the HF cache under `repo_id` unless it is there."""
-    if hfcache.snapshot_dir(repo_id) is not None:
+    if hfcache.built_snapshot(repo_id, TINY_SDXL_BUILD) is not None:
         return repo_id
     from filelock import FileLock
 
@@ -186,11 +189,12 @@ def ensure_tiny_sdxl(repo_id: str = TINY_SDXL_REPO) -> str:
     # A cross-process lock: place() replaces a snapshot folder, which a racing builder must not
     # do while another process is already reading it.
     with FileLock(str(root / lock_name)):
-        if hfcache.snapshot_dir(repo_id) is not None:
+        if hfcache.built_snapshot(repo_id, TINY_SDXL_BUILD) is not None:
             return repo_id
         scratch = Path(tempfile.mkdtemp(prefix="tiny-sdxl-"))
         try:
             build_tiny_sdxl(scratch)
+            hfcache.mark_build(scratch, TINY_SDXL_BUILD)
             hfcache.place(scratch, repo_id)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transformers import CLIPTokenizer
 
+from bot.core.options import STYLES
 from models import hfcache
 from models.common import ModelUnavailable
 from models.presets import TEXT_TO_IMAGE, TextToImagePreset
 from models.text2image import TextToImage, load_pipeline
-from models.tiny import TINY_SDXL_REPO, ensure_tiny_sdxl
+from models.tiny import CLIP_BPE, TINY_SDXL_BUILD, TINY_SDXL_REPO, ensure_tiny_sdxl
+from workers.prompting import fit
 
 KOALA_LIGHTNING = "etri-vilab/koala-lightning-700m"
 
@@ -154,3 +157,43 @@ def test_truncate_prompt_cuts_to_clip_window(tiny: TextToImage) -> None:
     assert was_cut
     assert long.startswith(cut) and len(cut) < len(long)
     assert 60 < tiny.count_tokens(cut) <= 75
+
+
+def test_tiny_tokenizers_are_clips(tiny: TextToImage) -> None:
+    """Both tokenizers are built from OpenAI's CLIP merges: the real ids, the real window."""
+    for tokenizer in (tiny.pipe.tokenizer, tiny.pipe.tokenizer_2):
+        assert len(tokenizer) == 49408 and tokenizer.model_max_length == 77
+        assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+        assert tokenizer.tokenize("A Koala, eating leaves") == [
+            "a</w>", "koala</w>", ",</w>", "eating</w>", "leaves</w>"
+        ]
+    assert tiny.pipe.tokenizer_2.pad_token == "!"
+    assert tiny.pipe.text_encoder.config.vocab_size == 49408
+    assert CLIP_BPE.stat().st_size < 2_000_000  # the vendored merges stay small
+    assert (CLIP_BPE.parent / "bpe_simple_vocab_16e6.LICENSE").is_file()
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+def test_ten_word_prompt_with_a_style_is_not_cut(tiny: TextToImage, style: str) -> None:
+    prompt = "a red fox in the snow under a bright full moon"
+    suffix = f", {STYLES[style].prompt}"
+    assert tiny.count_tokens(prompt) == 11  # one CLIP token per word, "a" twice
+    assert tiny.count_tokens(prompt + suffix) <= tiny.max_prompt_tokens
+    assert fit(prompt, suffix, tiny.count_tokens, tiny.max_prompt_tokens) == (prompt, False)
+    assert tiny.truncate_prompt(prompt + suffix) == (prompt + suffix, False)
+
+
+def test_a_tiny_pipeline_cached_by_an_older_builder_is_rebuilt(tmp_path: Path) -> None:
+    repo = "koalatalk/tiny-sdxl-old"
+    old = tmp_path / "old"
+    (old / "tokenizer").mkdir(parents=True)
+    (old / "model_index.json").write_text("{}")
+    hfcache.mark_build(old, "1")
+    hfcache.place(old, repo)
+
+    ensure_tiny_sdxl(repo)
+
+    snapshot = hfcache.built_snapshot(repo, TINY_SDXL_BUILD)
+    assert snapshot is not None
+    assert len(CLIPTokenizer.from_pretrained(snapshot / "tokenizer")) == 49408
+    assert ensure_tiny_sdxl(repo) == repo and hfcache.snapshot_dir(repo) == snapshot  # kept now
