@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
+
+# Placeholder pieces a vocabulary reserves and a model never learnt to write: `<unused12>`
+# (Gemma, padded SentencePiece models), `[unused3]` (BERT), `<|unused4|>`.
+_UNUSED_PIECE = re.compile(r"^(<unused_?\d+>|\[unused_?\d+\]|<\|unused_?\d+\|>)$")
 
 
 class ModelUnavailable(RuntimeError):
@@ -34,3 +40,8 @@ def unavailable(preset: str, repo_id: str, exc: BaseException) -> ModelUnavailab
         f"Hugging Face cache (HF_HOME) this worker reads, or unset HF_HUB_OFFLINE; for "
         f"development without weights use KOALATALK_MODE=development with the `tiny` preset."
     )
+
+
+def unused_token_ids(vocab: Mapping[str, int]) -> list[int]:
+    """Ids of the vocabulary's reserved placeholder pieces (`<unused12>` and the like), sorted."""
+    return sorted(index for piece, index in vocab.items() if _UNUSED_PIECE.match(piece))

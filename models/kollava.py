@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from models.common import dtype_for, resolve_device, unavailable
+from models.common import dtype_for, resolve_device, unavailable, unused_token_ids
 from models.presets import VisionLanguagePreset
 
 log = logging.getLogger(__name__)
@@ -344,6 +344,12 @@ def strip_stop(text: str) -> str:
     return text.split(STOP, 1)[0].strip()
 
 
+def suppressed_ids(vocab: dict[str, int], vocab_size: int) -> list[int]:
+    """Ids generation must never write: the image template's (32000 up to the model's vocabulary
+    size) and the vocabulary's reserved `<unused…>` pieces."""
+    return sorted({*range(IM_PATCH_ID, vocab_size), *unused_token_ids(vocab)})
+
+
 class _StopOnText:
     """Stop generation once the decoded tail holds the stop string."""
 
@@ -407,6 +413,7 @@ class KoLlava:
         self.model, self.projector = _load_language_model(
             folder, self.config, vision_config.hidden_size, self.device, self.dtype, preset.repo_id
         )
+        self.suppressed = suppressed_ids(self.tokenizer.get_vocab(), self.config.vocab_size)
         self.load_seconds = time.monotonic() - started
         log.info("loaded %s in %.1f s on %s", preset.name, self.load_seconds, self.device)
 
@@ -444,6 +451,22 @@ class KoLlava:
         video: bool = False,
     ) -> str:
         """Answer `question` about the photo (or the tiled frames when `video`)."""
+        ids = self.generate_ids(images, history, question, max_new_tokens, video)
+        return strip_stop(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+    def generate_ids(
+        self,
+        images: list[Image.Image],
+        history: list[tuple[str, str]],
+        question: str,
+        max_new_tokens: int | None = None,
+        video: bool = False,
+    ) -> list[int]:
+        """The token ids Ko-LLaVA writes for its answer (see `answer`), the stop included.
+
+        Template tokens (`<im_patch>`, `<im_start>`, `<im_end>`) and reserved pieces are
+        suppressed in generation, so none is written and none uses up `max_new_tokens`.
+        """
         from transformers import GenerationConfig, StoppingCriteriaList
 
         from models.vision_language import tile_frames
@@ -465,6 +488,7 @@ class KoLlava:
             bos_token_id=BOS_ID,
             eos_token_id=EOS_ID,
             pad_token_id=PAD_ID,
+            suppress_tokens=self.suppressed,
         )
         with torch.inference_mode():
             out = self.model.generate(
@@ -473,5 +497,4 @@ class KoLlava:
                 generation_config=config,
                 stopping_criteria=StoppingCriteriaList([_StopOnText(self.tokenizer, STOP)]),
             )
-        new = [i for i in out[0].tolist() if i < IM_PATCH_ID]
-        return strip_stop(self.tokenizer.decode(new, skip_special_tokens=True))
+        return [int(i) for i in out[0].tolist()]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -45,6 +46,9 @@ CORPUS = [
     "이 그림을 자세히 설명해 주세요. 사람이 몇 명 있나요? 무슨 색인가요?",
     "그럼 색깔은 무엇인가요? 강아지와 아이들이 공원에서 놀고 있습니다.",
 ]
+# Bumped whenever a builder here changes what it writes, so older cached copies are rebuilt
+# (2: the tiny Ko-LLaVA's vocabulary pads with word pieces, not `<unusedN>`).
+TINY_VLM_BUILD = "2"
 KOLLAVA_ADDED = {"<im_patch>": 32000, "<im_start>": 32001, "<im_end>": 32002}
 LLAMA_BASE_VOCAB = 32000
 
@@ -64,8 +68,38 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
+# Plain Hangul syllables for word pieces: common initial consonants, vowels and final consonants
+# (their indices in Unicode's syllable composition), so the pieces look like Korean words.
+_ONSETS = (0, 2, 3, 5, 6, 7, 9, 11, 12, 14, 16, 17, 18)  # ㄱ ㄴ ㄷ ㄹ ㅁ ㅂ ㅅ ㅇ ㅈ ㅊ ㅌ ㅍ ㅎ
+_VOWELS = (0, 1, 4, 5, 8, 13, 18, 20)  # ㅏ ㅐ ㅓ ㅔ ㅗ ㅜ ㅡ ㅣ
+_FINALS = (0, 0, 4, 8, 16, 21)  # none (twice as likely), ㄴ ㄹ ㅁ ㅇ
+
+
+def word_pieces(count: int, taken: set[str]) -> list[str]:
+    """`count` distinct two-syllable Hangul word pieces (`▁하늘`), none using a char in `taken`.
+
+    They pad the tiny vocabulary so its random answers read as words. Each is `▁` and two
+    syllables that no trained piece contains, so no two pieces of the vocabulary join into one:
+    encoding never produces them, and text encodes exactly as without them.
+    """
+    syllables = sorted(
+        {
+            chr(0xAC00 + (onset * 21 + vowel) * 28 + final)
+            for onset in _ONSETS
+            for vowel in _VOWELS
+            for final in _FINALS
+        }
+        - taken
+    )
+    size = len(syllables)
+    if count > size * size:
+        raise ValueError(f"only {size * size} word pieces to pad with, {count} wanted")
+    pairs = random.Random(SEED).sample(range(size * size), count)
+    return ["\u2581" + syllables[pair // size] + syllables[pair % size] for pair in pairs]
+
+
 def train_sentencepiece(pad_to: int | None = None) -> bytes:
-    """A small BPE SentencePiece model with LLaMA's settings, padded with unused pieces."""
+    """A small BPE SentencePiece model with LLaMA's settings, padded with word pieces."""
     import sentencepiece as spm
     from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
@@ -93,13 +127,17 @@ def train_sentencepiece(pad_to: int | None = None) -> bytes:
     # protoc-generated: ModelProto is made at import time, so mypy cannot see it.
     proto = model_pb2.ModelProto()  # type: ignore[attr-defined]
     proto.ParseFromString(buffer.getvalue())
-    # LLaMA's tokenizer has 32000 pieces, so the added tokens get ids 32000-32002; unused
-    # pieces fill the gap and are never produced by encoding.
-    for index in range(len(proto.pieces), pad_to or 0):
+    # LLaMA's tokenizer has 32000 pieces, so the added tokens get ids 32000-32002. Word pieces
+    # fill the gap, scored below every trained piece; no encoding can reach them (see
+    # word_pieces), but the random model writes them, and they read as words.
+    taken = {char for piece in proto.pieces for char in piece.piece}
+    lowest = min(piece.score for piece in proto.pieces)
+    padding = word_pieces(max(0, (pad_to or 0) - len(proto.pieces)), taken)
+    for number, text in enumerate(padding, start=1):
         piece = proto.pieces.add()
-        piece.piece = f"<unused{index}>"
-        piece.score = 0.0
-        piece.type = model_pb2.ModelProto.SentencePiece.UNUSED  # type: ignore[attr-defined]
+        piece.piece = text
+        piece.score = lowest - number
+        piece.type = model_pb2.ModelProto.SentencePiece.NORMAL  # type: ignore[attr-defined]
     return proto.SerializeToString()
 
 
@@ -451,10 +489,12 @@ def ensure_tiny_vlm(preset_name: str) -> None:
     if preset.vision_repo_id:
         builders[preset.vision_repo_id] = build_tiny_altclip
     for repo_id, build in builders.items():
-        if hfcache.snapshot_dir(repo_id) is not None:
+        if hfcache.built_snapshot(repo_id, TINY_VLM_BUILD) is not None:
             continue
         scratch = Path(tempfile.mkdtemp(prefix="tiny-vlm-"))
         try:
-            hfcache.place(build(scratch / "model"), repo_id)
+            folder = build(scratch / "model")
+            hfcache.mark_build(folder, TINY_VLM_BUILD)
+            hfcache.place(folder, repo_id)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from PIL import Image, ImageOps
 
-from models.common import resolve_device, unavailable
+from models.common import resolve_device, unavailable, unused_token_ids
 from models.presets import VISION_LANGUAGE, VisionLanguagePreset
 
 PAD_COLOUR = (122, 116, 104)  # CLIP's mean colour: padding the encoder treats as empty
@@ -91,6 +91,7 @@ class NativeVisionLanguage:
             raise unavailable(preset.name, preset.repo_id, exc) from exc
         tokenizer = self.processor.tokenizer
         self.markers = [str(token) for token in tokenizer.added_tokens_decoder.values()]
+        self.suppressed = suppressed_ids(self.processor, self.model.generation_config)
         self.load_seconds = time.monotonic() - started
 
     def messages(
@@ -125,6 +126,22 @@ class NativeVisionLanguage:
         video: bool = False,
     ) -> str:
         """Answer `question` about the photos, or about the frames as a video when `video`."""
+        ids = self.generate_ids(images, history, question, max_new_tokens, video)
+        return str(self.processor.decode(ids, skip_special_tokens=True)).strip()
+
+    def generate_ids(
+        self,
+        images: list[Image.Image],
+        history: list[tuple[str, str]],
+        question: str,
+        max_new_tokens: int | None = None,
+        video: bool = False,
+    ) -> list[int]:
+        """The token ids the model writes for its answer (see `answer`), its end token included.
+
+        Special and media tokens other than the end of turn, and reserved `<unused…>` pieces, are
+        suppressed in generation: none is written, none uses up `max_new_tokens`.
+        """
         import torch
 
         # 1. Check inputs; a model without video support sees the frames tiled
@@ -152,9 +169,27 @@ class NativeVisionLanguage:
                 max_new_tokens=max_new_tokens or self.preset.max_new_tokens,
                 do_sample=False,
                 use_cache=True,
+                suppress_tokens=self.suppressed,
             )
-        new = out[0, inputs["input_ids"].shape[1] :]
-        return str(self.processor.decode(new, skip_special_tokens=True)).strip()
+        return [int(i) for i in out[0, inputs["input_ids"].shape[1] :].tolist()]
+
+
+def suppressed_ids(processor: Any, generation_config: Any) -> list[int]:
+    """Ids a native VLM must never write in an answer: its special tokens (turn and media
+    markers, padding) and media placeholders, except the ones that end the answer, plus the
+    vocabulary's reserved `<unused…>` pieces."""
+    tokenizer = processor.tokenizer
+    ends = generation_config.eos_token_id
+    ends = [*(ends if isinstance(ends, list) else [ends]), tokenizer.eos_token_id]
+    keep = {int(i) for i in ends if i is not None}  # the model's and the tokenizer's end tokens
+    banned = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
+    for name in ("image_token", "video_token"):  # a processor's placeholders, special or not
+        token = getattr(processor, name, None)
+        if isinstance(token, str) and token in tokenizer.get_vocab():
+            banned.add(int(tokenizer.convert_tokens_to_ids(token)))
+    banned.update(unused_token_ids(tokenizer.get_vocab()))
+    banned.update(generation_config.suppress_tokens or [])
+    return sorted(banned - keep)
 
 
 def load_vision_language(preset: str, device: str = "auto") -> VisionLanguageModel:

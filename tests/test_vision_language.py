@@ -6,6 +6,7 @@ The tiny Ko-LLaVA and AltCLIP are placed in the test cache under the real reposi
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 from PIL import Image
 
 from models import hfcache
-from models.common import ModelUnavailable
+from models.common import ModelUnavailable, unused_token_ids
 from models.kollava import (
     DEFAULT_SYSTEM,
     IM_END_ID,
@@ -26,13 +27,16 @@ from models.kollava import (
     build_input_ids,
     load_vision_tower,
     strip_stop,
+    suppressed_ids,
 )
 from models.presets import VISION_LANGUAGE, VisionLanguagePreset
 from models.tiny_vlm import (
+    TINY_VLM_BUILD,
     build_tiny_altclip,
     build_tiny_kollava,
     build_tiny_native,
     build_tiny_qwen2_vl,
+    ensure_tiny_vlm,
 )
 from models.vision_language import NativeVisionLanguage, load_vision_language, tile_frames
 
@@ -287,6 +291,89 @@ def test_video_native_gets_frames_as_a_video(tmp_path: Path) -> None:
     assert isinstance(
         model.answer(frames[:2], [("<|im_end|>", "네")], "<|video_pad|>?", max_new_tokens=4), str
     )
+
+
+def biased_head(head: torch.nn.Linear, bias: dict[int, float]) -> torch.nn.Linear:
+    """`head` with a bias added: logits of the given ids raised far above the random ones."""
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(head.weight)
+        biased.bias.zero_()
+        for index, value in bias.items():
+            biased.bias[index] = value
+    return biased.eval()
+
+
+def test_kollava_never_writes_template_tokens(kollava: KoLlava) -> None:
+    """A model that would write <im_patch> at every step writes words, up to max_new_tokens."""
+    model = KoLlava(VISION_LANGUAGE["ko-llava-13b"], device="cpu")
+    assert model.suppressed == [IM_PATCH_ID, IM_START_ID, IM_END_ID]
+    word = 31999  # a padding word piece of the tiny vocabulary
+    text = model.tokenizer.convert_ids_to_tokens(word).removeprefix("\u2581")
+    # The template ids win every step by far; a plain word piece is the best of the rest.
+    bias = {IM_PATCH_ID: 1000.0, IM_START_ID: 990.0, IM_END_ID: 980.0, word: 500.0}
+    model.model.lm_head = biased_head(model.model.lm_head, bias)
+    question = "이 사진에는 무엇이 있나요?"
+
+    ids = model.generate_ids([photo()], [], question, max_new_tokens=6)
+    answer = model.answer([photo()], [("무엇이 있나요?", "코알라")], question, max_new_tokens=6)
+
+    assert IM_PATCH_ID not in ids and max(ids) < IM_PATCH_ID
+    assert ids == [word] * 6  # six real tokens: nothing was spent on template tokens
+    assert answer == " ".join([text] * 6)
+    # The control: without the suppression the same model writes nothing but <im_patch>.
+    model.suppressed = []
+    assert model.generate_ids([photo()], [], question, max_new_tokens=6) == [IM_PATCH_ID] * 6
+
+
+def test_suppressed_ids_cover_the_template_and_reserved_pieces() -> None:
+    vocab = {"<unused0>": 5, "[unused3]": 7, "<|unused4|>": 9, "<unused_12>": 11}
+    vocab |= {"unused": 10, "<unusual>": 12, "▁<unused1>": 13, "<im_patch>": 32000}
+    assert unused_token_ids(vocab) == [5, 7, 9, 11]
+    assert suppressed_ids(vocab, 32005) == [5, 7, 9, 11, 32000, 32001, 32002, 32003, 32004]
+
+
+def test_tiny_kollava_vocabulary_reads_as_words(kollava: KoLlava) -> None:
+    vocab = kollava.tokenizer.get_vocab()
+    assert len(vocab) == 32003 and unused_token_ids(vocab) == []
+    pieces = kollava.tokenizer.convert_ids_to_tokens(list(range(480, 32000)))
+    padding = [piece for piece in pieces if not piece.startswith("<0x")]
+    assert len(padding) > 31000 and len(set(padding)) == len(padding)
+    assert all(re.fullmatch("\u2581[가-힣]{2}", piece) for piece in padding[-31000:])
+    answer = kollava.answer([photo()], [], "이 사진에는 무엇이 있나요?", max_new_tokens=16)
+    assert "<" not in answer and "unused" not in answer
+
+
+def test_tiny_kollava_cached_by_an_older_builder_is_rebuilt(built) -> None:
+    preset = VISION_LANGUAGE["tiny-kollava"]
+    hfcache.place(built["kollava"], preset.repo_id)  # the folder carries no build mark
+    hfcache.place(built["altclip"], preset.vision_repo_id)
+    old = hfcache.snapshot_dir(preset.repo_id)
+
+    ensure_tiny_vlm("tiny-kollava")
+
+    snapshot = hfcache.built_snapshot(preset.repo_id, TINY_VLM_BUILD)
+    assert snapshot is not None and snapshot != old
+    assert hfcache.built_snapshot(preset.vision_repo_id, TINY_VLM_BUILD) is not None
+
+
+def test_native_never_writes_special_or_media_tokens(built) -> None:
+    hfcache.place(built["native"], "koalatalk/biased-llava-native")
+    preset = VisionLanguagePreset("biased", "koalatalk/biased-llava-native", "native")
+    model = NativeVisionLanguage(preset, device="cpu")
+    tokenizer = model.processor.tokenizer
+    image, pad = tokenizer.convert_tokens_to_ids(["<image>", "<pad>"])
+    assert model.suppressed == sorted([0, 1, image, pad])  # <unk>, <s>, <pad>, <image>; not </s>
+    word = tokenizer.convert_tokens_to_ids("\u2581people")
+    bias = {image: 1000.0, pad: 990.0, 1: 980.0, 0: 970.0, word: 500.0}
+    model.model.lm_head = biased_head(model.model.lm_head, bias)
+
+    ids = model.generate_ids([photo()], [], "what is it?", max_new_tokens=5)
+
+    assert ids == [word] * 5
+    assert model.answer([photo()], [], "what is it?", max_new_tokens=5) == " ".join(["people"] * 5)
+    model.suppressed = []
+    assert model.generate_ids([photo()], [], "what is it?", max_new_tokens=5) == [image] * 5
 
 
 @pytest.mark.gpu
