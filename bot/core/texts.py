@@ -354,6 +354,25 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "I couldn't read the ratio '{value}'. e.g. --ar 16:9",
     ),
     "quick_same_seed": ("같은 시드로", "same seed"),
+    # The other reading of an ambiguous message, one tap away (bot/core/intents.py)
+    "quick_draw_instead": ("이 문장으로 그리기", "draw this instead"),
+    "quick_ask_instead": ("사진에 대해 묻기", "ask about the photo"),
+    "other_gone": (
+        "다시 할 메시지가 없어요. 그리고 싶은 장면이나 궁금한 점을 다시 보내 주세요.",
+        "There's nothing to redo. Please send your prompt or question again.",
+    ),
+    "small_thanks": (
+        "천만에요! 또 그리고 싶은 장면이 있으면 보내 주세요 😊",
+        "You're welcome! Send me another scene any time 😊",
+    ),
+    "small_talk": (
+        "😊 그리고 싶은 장면을 한 문장으로 보내 주세요. 사진을 보내고 물어봐도 돼요.",
+        "😊 Describe a scene in one sentence, or send a photo and ask about it.",
+    ),
+    "small_talk_photo": (
+        "😊 사진에 대해 더 궁금한 점이 있으면 물어보세요. 그림을 원하시면 장면을 보내 주세요.",
+        "😊 Ask more about the photo, or describe a scene to draw.",
+    ),
     "restyle_command": ("{style} 다시 그리기", "redraw as {style}"),
 }
 
