@@ -233,9 +233,9 @@ class PhotoDesk:
         log.info("user history deleted")
         return Reply((Text(say("forgotten", event.lang)),), (quick("quick_help", event.lang),))
 
-    def help_bubble(self, lang: str) -> Text:
-        """The help text's part about photos, with the keeping time from the settings."""
-        return Text(say("help_photo", lang, keep=duration(self.settings.photo_ttl_s, lang)))
+    def help_text(self, lang: str) -> Text:
+        """The help text, with the photos' keeping time from the settings."""
+        return Text(say("help", lang, keep=duration(self.settings.photo_ttl_s, lang)))
 
 
 def _caption(text: str) -> str:

@@ -557,5 +557,5 @@ def _reply(reply: Reply, event: Event) -> Outcome:
 
 
 def _help(desk: conversation.PhotoDesk, lang: str) -> Reply:
-    """The help text and its photo part, with the help quick replies."""
-    return Reply((Text(say("help", lang)), desk.help_bubble(lang)), help_quick_replies(lang))
+    """The help text (one bubble), with the help quick replies."""
+    return Reply((desk.help_text(lang),), help_quick_replies(lang))
