@@ -12,6 +12,7 @@ every job stays in its queue to be read.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from rq.serializers import JSONSerializer
 
 from bot.core import intents, keys
 from bot.core.actions import Action, ActionName
-from bot.core.texts import detect_lang, say
+from bot.core.texts import detect_lang, duration, say
 from tests.support import kakao_payload, new_user, redis_db, text_of
 from tests.test_intents_table import load_table
 
@@ -115,7 +116,8 @@ def _check(world: World, text: str, photo: bool) -> str | None:
     if jobs:
         return f"{action.name}: queued {[j['task'] for j in jobs]}"
     answer = text_of(body)
-    if not any(say(key, lang) in answer for key in TEXT_KEYS[action.name]):
+    keep = duration(world.core.settings.photo_ttl_s, lang)  # the help states it
+    if not any(say(key, lang, keep=keep) in answer for key in TEXT_KEYS[action.name]):
         return f"{action.name}: answered {answer!r}"
     if offer and offer not in _quick_labels(body):
         return f"{action.name}: no quick reply {offer!r} in {_quick_labels(body)}"
@@ -169,8 +171,7 @@ def test_follow_up_window_boundary(world: Any) -> None:
         user = new_user()
         photo_id = core.photos.put(world.jpeg, "photo")
         session = core.conversations.start("kakao", user, (photo_id,), False)
-        aged = type(session)(session.photos, session.video, session.turns, session.expires_at,
-                             session.last_at - age)
+        aged = dataclasses.replace(session, last_at=session.last_at - age)
         r.set(keys.photo_session("kakao", user), aged.to_json(), keepttl=True)
         _, jobs = _post(world, user, "해바라기 밭")
         assert [j["task"] for j in jobs] == [task], age
@@ -194,3 +195,31 @@ def _post(world: World, user: str, text: str) -> tuple[dict[str, Any], list[dict
     for queue in queues:
         r.delete(queue.key)
     return response.get_json(), jobs
+
+
+def test_the_workers_answer_carries_the_other_reading(
+    make_app: Any, stack: Any, callback_server: Any
+) -> None:
+    """After the follow-up window `해바라기 밭` is drawn by the real worker; the picture it
+    delivers (by Kakao's callback) carries `사진에 대해 묻기` first among its quick replies."""
+    app = make_app(sync_wait_s=0.0)
+    core = app.extensions["koalatalk"].core
+    user = new_user()
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (10, 200, 90)).save(buffer, "JPEG")
+    session = core.conversations.start("kakao", user, (core.photos.put(buffer.getvalue(),
+                                                                       "photo"),), False)
+    aged = dataclasses.replace(
+        session, last_at=session.last_at - core.settings.photo_followup_s - 1)
+    stack["redis"].set(keys.photo_session("kakao", user), aged.to_json(), keepttl=True)
+    token = "other" + new_user()
+    response = app.test_client().post(
+        "/kakao/skill", json=kakao_payload(user, "해바라기 밭", callback_server.url(token)))
+    assert response.get_json()["useCallback"] is True
+    calls = callback_server.wait_for(token, timeout=60)
+    assert calls, "the picture never came"
+    delivered = calls[0].body
+    labels = [q["label"] for q in delivered["template"]["quickReplies"]]
+    assert labels[0] == "사진에 대해 묻기", labels
+    assert "다시 그리기" in labels and labels.count("사진에 대해 묻기") == 1
+    assert any("simpleImage" in o for o in delivered["template"]["outputs"])

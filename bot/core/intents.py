@@ -67,11 +67,12 @@ HELP_WORDS = {
     "명령어", "명령어목록", "commands", "command", "helpme", "사용방법", "/help", "/start",
 }  # fmt: skip
 HELP_PATTERN = re.compile(
-    r"(사용\s*법|사용\s*방법|이용\s*방법|쓰는\s*법|그리는\s*법|^(?:무슨\s*|어떤\s*)?기능|"
-    r"^명령어|어떻게\s*(?:써|쓰|사용|이용|그려|그리|보내|해야)|"
+    r"(사용\s*법|사용\s*방법|이용\s*방법|쓰는\s*법|그리는\s*법|"
+    r"^(?:무슨\s*|어떤\s*)?(?:기능|명령어)(?:$|\s|이|은|좀|들)|"
+    r"어떻게\s*(?:써|쓰|사용|이용|그려|그리|보내|해야)|"
     r"(?:뭐|뭘|무엇을?)\s*(?:할|하)\s*(?:수|줄)|뭐\s*하는\s*봇|코알라톡\s*(?:이|은|는)?\s*(?:뭐|뭔)|"
-    r"\bhow\s+(?:does\s+(?:this|it)\s+work|do\s+i\s+use|to\s+use)|\bwhat\s+can\s+you\s+do|"
-    r"^help\b)"
+    r"^how\s+(?:does\s+(?:this|it)\s+work|do\s+i\s+use\s+(?:this|it|you)|"
+    r"to\s+use\s+(?:this|it|you))$|^what\s+can\s+you\s+do$)"
 )
 GREETINGS = {
     "안녕", "안녕하세요", "안녕하세용", "안녕하세여", "안뇽", "하이", "하이루", "ㅎㅇ", "방가",
@@ -147,6 +148,12 @@ TELL_ME = re.compile(
     r"|자세히|자세하게"
 )
 TOPIC_END = re.compile(r"([\uac00-\ud7a3](은|는)|^건)$")  # `색깔은`, `있는 건`
+# ... but not a verb or adjective before a noun left out: `하늘을 나는`, `작은`.
+ADNOMINAL = re.compile(
+    r"(하는|있는|없는|나는|먹는|웃는|자는|가는|오는|우는|리는|치는|타는|드는|쓰는|보는|입는|노는|"
+    r"사는|뛰는|걷는|읽는|피는|지는|작은|높은|붉은|깊은|넓은|좋은|같은|많은|검은|낮은|맑은|밝은|"
+    r"늙은|젊은|짧은|굵은|얇은)$"
+)
 ENGLISH_QUESTION = {
     "what", "what's", "whats", "who", "who's", "whom", "whose", "where", "where's", "why",
     "how", "how's", "which", "when", "is", "are", "was", "were", "do", "does", "did", "can",
@@ -205,7 +212,7 @@ def looks_like_question(text: str) -> bool:
     last = words[-1]
     if _hangul(last) and (QUESTION_ENDING.search(last) or LAST_WORD_QUESTION.search(last)):
         return True
-    if len(words) <= 4 and TOPIC_END.search(last):
+    if len(words) <= 4 and TOPIC_END.search(last) and not ADNOMINAL.search(last):
         return True
     return words[0] in ENGLISH_QUESTION
 
