@@ -25,6 +25,7 @@ from bot.core.conversation import PhotoSession
         "a cat, so cute",
         "고래가 하늘을 나는",  # ends in `는`, but no topic: a prompt
         "🐱 고양이",
+        "🐱🚀",  # emoji of things: the prompt rules ask for words (opt_emoji)
     ],
 )
 def test_prompts_stay_prompts_without_a_photo(text: str) -> None:

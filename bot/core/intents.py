@@ -19,7 +19,7 @@ Commands are matched with spacing, punctuation, emoji and laughter (`ㅋㅋ`, `�
 | the same without a photo in the session                    | photo_first   |
 | the quick reply `이 문장으로 그리기` / `draw this instead`   | draw_instead  |
 | the quick reply `사진에 대해 묻기` / `ask about the photo`   | ask_instead   |
-| thanks, praise, laughter, yes/no, `ㅋㅋ`, emoji only        | small_talk    |
+| thanks, praise, laughter, yes/no, `ㅋㅋ`, reaction emoji (`👍😊❤️`) | small_talk |
 | `왜?`, `뭐?`, `진짜?` alone: small talk; with a photo a follow-up | small_talk / ask |
 | a drawing request (below)                                  | draw          |
 | a question, or the message mentions a photo: with a photo  | ask           |
@@ -234,13 +234,30 @@ def asks_to_draw(text: str) -> bool:
 
 
 def is_small_talk(text: str) -> bool:
-    """Thanks, praise, laughter, yes/no, jamo or emoji only (nothing to draw or ask)."""
+    """Thanks, praise, laughter, yes/no, jamo, or reaction emoji only (nothing to draw or ask).
+    Emoji of things (`🐱🚀`) are left to the prompt rules, which ask for words."""
     words = bare(text)
-    if not words:
-        return bool(text.strip())  # emoji, laughter or punctuation only
+    if not words:  # emoji, laughter or punctuation only
+        return bool(text.strip()) and all(_reaction(ch) for ch in text if _is_emoji(ch))
     if JAMO.match(words):
         return True  # `ㄱㅅ`, `ㅇㅇ`, `ㅇㅋ`
     return all(word in SMALL_WORDS for word in words.split())
+
+
+# Faces, hearts, hands and cheers: a reaction, not a picture to draw.
+REACTIONS = (
+    (0x1F600, 0x1F64F), (0x1F910, 0x1F92F), (0x1F970, 0x1F97A), (0x1FAE0, 0x1FAE8),
+    (0x1F44A, 0x1F450), (0x1F918, 0x1F91F), (0x1F932, 0x1F933), (0x1F493, 0x1F49F),
+    (0x1F9E1, 0x1F9E1), (0x1F90D, 0x1F90E), (0x1F5A4, 0x1F5A4), (0x2763, 0x2764),
+    (0x1F389, 0x1F38A), (0x1F4AF, 0x1F4AF), (0x1F525, 0x1F525), (0x2728, 0x2728),
+    (0x263A, 0x263A), (0x270C, 0x270C), (0x1F3FB, 0x1F3FF), (0x200D, 0x200D), (0xFE0F, 0xFE0F),
+    (0x2665, 0x2665), (0x1F60A, 0x1F60A),
+)  # fmt: skip
+
+
+def _reaction(char: str) -> bool:
+    code = ord(char)
+    return any(low <= code <= high for low, high in REACTIONS)
 
 
 def _hangul(word: str) -> bool:
