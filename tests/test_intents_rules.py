@@ -60,3 +60,19 @@ def test_a_session_written_before_last_at_reads_as_after_the_window() -> None:
     old = json.dumps({"photos": ["p"], "video": False, "turns": [], "expires_at": 5000.0})
     session = PhotoSession.from_json(old)
     assert session.last_at == 0.0 and not session.in_followup(1000.0, 300)
+
+
+@pytest.mark.parametrize(
+    ("text", "action"),
+    [
+        ("이거 어케 써", ActionName.HELP),  # slang for 어떻게
+        ("ㅎㅇㅎㅇ", ActionName.WELCOME),
+        ("결과좀", ActionName.RESULTS),
+        ("고양이 그려죠", ActionName.DRAW),  # a typo of 그려줘
+        ("😍", ActionName.SMALL_TALK),
+        ("그만할래", ActionName.CANCEL),
+    ],
+)
+def test_more_ways_people_type_commands(text: str, action: ActionName) -> None:
+    assert intents.decide(text).name == action
+    assert intents.decide(text, has_photo=True).name == action
