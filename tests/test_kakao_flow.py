@@ -103,7 +103,7 @@ def test_pull_path_late_keeps_the_result_for_result_view(make_app: Any, stack: A
     assert len(image_urls(shown)) == 1
     assert "지난번에 요청하신 결과" in text_of(shown)
     again = post(client, user, "결과 보기")
-    assert "받지 않은 결과가 없어요" in text_of(again)
+    assert "보내 드릴 결과가 없어요" in text_of(again)
 
 
 def test_kept_result_served_on_next_message_with_one_tap_resend(make_app: Any, stack: Any) -> None:

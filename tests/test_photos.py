@@ -330,8 +330,8 @@ def test_secure_image_plugin_without_agreement_is_refused() -> None:
         ("우주를 떠다니는 고양이", "draw", "ask"),
         ("a koala surfing", "draw", "ask"),
         ("어디론가 떠나는 기차", "draw", "ask"),
-        ("사진처럼 사실적인 고양이", "draw", "ask"),
-        ("색깔은", "draw", "ask"),  # a follow-up about the photo
+        ("사진처럼 사실적인 고양이", "draw", "draw"),  # `사진처럼` names a picture
+        ("색깔은", "photo_hint", "ask"),  # a follow-up about the photo
         ("이 사진에 있는 동물은 뭐야?", "photo_hint", "ask"),
         ("이 사진을 자세히 설명해 줘", "photo_hint", "ask"),
         ("이 사진 속 글자를 읽어 줘", "photo_hint", "ask"),

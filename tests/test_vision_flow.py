@@ -191,7 +191,7 @@ def test_question_without_photo_gets_a_hint_and_draws_nothing(app: Any, stack: A
     client, user = app(), known_user(stack)
     body = post(client, kakao_payload(user, "이 사진에 있는 동물은 뭐야?"))
     assert texts(body) == [
-        "사진에 대해 물어보시려면 먼저 사진을 보내 주세요. 그림을 원하시면 장면을 설명해 주세요."
+        "사진에 대해 물어보려면 먼저 사진을 보내 주세요. 그림이 필요하면 장면을 설명해 주세요."
     ]
     r = stack["redis"]
     assert not r.exists(keys.last_prompt("kakao", user)), "nothing went to text-to-image"

@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.core import admission, keys, logs, metrics, slots
 from bot.core.blocklist import log_refusal
-from bot.core.events import Picture, Reply, Text
+from bot.core.events import Picture, QuickReply, Reply, Text
 from bot.core.job import Job
 from bot.core.options import STRENGTH_DEFAULT, style_label, style_quick_reply, suggest_styles
 from bot.core.stores import picture_url
@@ -53,6 +53,7 @@ def _run(rt: Runtime, job: Job, work: Any) -> dict[str, Any]:
         if rt.settings.development and rt.settings.debug_job_delay_s:
             time.sleep(rt.settings.debug_job_delay_s)  # test seam: widen the mid-job window
         reply, result = work(rt, job)
+        reply = with_extra_quick(reply, job)
         elapsed = time.time() - started + result.get("batch_share_s", 0.0)
         metrics.job_done(rt.redis, job.queue, elapsed)
         admission.record_service_time(
@@ -85,6 +86,17 @@ def _run(rt: Runtime, job: Job, work: Any) -> dict[str, Any]:
     finally:
         rt.redis.delete(keys.running(job.request_id))
         slots.release(rt.redis, job.messenger, job.user, job.request_id)
+
+
+def with_extra_quick(reply: Reply, job: Job) -> Reply:
+    """The answer with the quick replies the web side asked it to carry first (`extra_quick` in
+    the job's meta: the other reading of an ambiguous message, bot/core/service.py)."""
+    extra = tuple(QuickReply(str(label), str(message))
+                  for label, message in job.meta.get("extra_quick") or ())
+    if not extra:
+        return reply
+    rest = tuple(q for q in reply.quick_replies if q not in extra)
+    return Reply(reply.parts, extra + rest, reply.kind)
 
 
 def _refund(rt: Runtime, job: Job) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bot.core.events import Reply
+from bot.core.events import QuickReply, Reply
 from bot.core.job import Request
 
 
@@ -31,6 +31,9 @@ class ActionName(StrEnum):
     ASK = "ask"  # a question about the session's photo
     PHOTO_HINT = "photo_hint"  # a question with no photo: ask for the photo
     DRAW = "draw"  # a prompt
+    SMALL_TALK = "small_talk"  # thanks, praise, laughter, `응`, emoji only: a short friendly answer
+    DRAW_INSTEAD = "draw_instead"  # the quick reply `이 문장으로 그리기`: the kept message, drawn
+    ASK_INSTEAD = "ask_instead"  # the quick reply `사진에 대해 묻기`: the kept message, asked
     PHOTOS = "photos"  # photos or a clip arrived (decided by the core, not by words)
     ADMIN = "admin"  # an operator's `/…` command (decided by the core: it knows operators)
 
@@ -53,16 +56,21 @@ class Action:
 
     name: ActionName
     text: str = ""
+    # The other reading of an ambiguous message (DRAW or ASK), offered as one quick reply.
+    other: ActionName | None = None
 
 
 @dataclass(frozen=True)
 class ToQueue:
     """A handler's request for a worker. `hold_slot=False`: queued without the user's one-job
-    slot (a photo fetch handed to the worker: its URLs expire, it must not wait)."""
+    slot (a photo fetch handed to the worker: its URLs expire, it must not wait).
+    `quick_replies` travel in the job's meta (`extra_quick`) to the worker's reply."""
 
     request: Request
     task: str = "draw"
     hold_slot: bool = True
+    # Quick replies the worker's answer carries first (the other reading of the message).
+    quick_replies: tuple[QuickReply, ...] = ()
 
 
 Planned = ToQueue | Reply

@@ -24,7 +24,7 @@ from bot.core.events import Event, Reply, Text
 from bot.core.job import Request
 from bot.core.photos import Limits, PhotoError, PhotoStore, Received, check, receive
 from bot.core.settings import Settings
-from bot.core.texts import duration, photo_quick_replies, quick, say
+from bot.core.texts import duration, help_quick_replies, photo_quick_replies, quick, say
 from bot.core.urlguard import UrlGuard
 
 log = logging.getLogger(__name__)
@@ -33,12 +33,15 @@ MAX_TURNS = 6  # recent turns sent with a follow-up; the model trims further to 
 
 @dataclass(frozen=True)
 class PhotoSession:
-    """What a user's conversation about a photo holds."""
+    """What a user's conversation about a photo holds. `last_at`: when the last photo or answer
+    came (epoch seconds; 0 for a session written before it was kept): the follow-up window
+    (PHOTO_FOLLOWUP_S, bot/core/intents.py) runs from it."""
 
     photos: tuple[str, ...]
     video: bool
     turns: tuple[tuple[str, str], ...]
     expires_at: float
+    last_at: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(
@@ -47,6 +50,7 @@ class PhotoSession:
                 "video": self.video,
                 "turns": [list(t) for t in self.turns],
                 "expires_at": self.expires_at,
+                "last_at": self.last_at,
             },
             ensure_ascii=False,
         )
@@ -59,7 +63,12 @@ class PhotoSession:
             bool(data.get("video", False)),
             tuple((str(q), str(a)) for q, a in data.get("turns", ())),
             float(data.get("expires_at", 0.0)),
+            float(data.get("last_at", 0.0)),
         )
+
+    def in_followup(self, now: float, window_s: float) -> bool:
+        """Whether `now` is inside the follow-up window after the last photo or answer."""
+        return now - self.last_at <= window_s
 
 
 class Conversations:
@@ -82,7 +91,8 @@ class Conversations:
         self, messenger: str, user: str, photos: tuple[str, ...], video: bool
     ) -> PhotoSession:
         """Start over with new photos; the previous session's photos are deleted."""
-        session = PhotoSession(photos, video, (), time.time() + self.ttl_s)
+        now = time.time()
+        session = PhotoSession(photos, video, (), now + self.ttl_s, now)
         old = self.r.set(
             keys.photo_session(messenger, user),
             session.to_json(),
@@ -110,7 +120,8 @@ class Conversations:
                     if session.photos != tuple(photos):
                         return False
                     turns = (*session.turns, (question, answer))[-self.max_turns :]
-                    updated = PhotoSession(session.photos, session.video, turns, session.expires_at)
+                    updated = PhotoSession(session.photos, session.video, turns,
+                                           session.expires_at, time.time())
                     pipe.multi()
                     pipe.set(key, updated.to_json(), keepttl=True)
                     pipe.execute()
@@ -222,9 +233,9 @@ class PhotoDesk:
         log.info("user history deleted")
         return Reply((Text(say("forgotten", event.lang)),), (quick("quick_help", event.lang),))
 
-    def help_bubble(self, lang: str) -> Text:
-        """The help text's part about photos, with the keeping time from the settings."""
-        return Text(say("help_photo", lang, keep=duration(self.settings.photo_ttl_s, lang)))
+    def help_text(self, lang: str) -> Text:
+        """The help text, with the photos' keeping time from the settings."""
+        return Text(say("help", lang, keep=duration(self.settings.photo_ttl_s, lang)))
 
 
 def _caption(text: str) -> str:
@@ -256,6 +267,15 @@ def error_reply(errors: tuple[PhotoError, ...], lang: str) -> Reply:
     """Nothing usable arrived: say why, in one short message."""
     error = errors[0] if errors else PhotoError("photo_unreachable")
     return Reply((Text(error_text(error, lang)),), (quick("quick_help", lang),), kind="error")
+
+
+def small_talk(event: Event, has_photo: bool) -> Reply:
+    """Thanks, praise, laughter, `응`, emoji: a short friendly answer with the help quick
+    replies."""
+    thanks = any(w in event.text.lower() for w in ("고마", "감사", "땡큐", "thank", "thx", "ㄱㅅ",
+                                                   "ㄳ"))
+    key = "small_thanks" if thanks else "small_talk_photo" if has_photo else "small_talk"
+    return Reply((Text(say(key, event.lang)),), help_quick_replies(event.lang))
 
 
 def hint(event: Event) -> Reply:

@@ -44,6 +44,12 @@ def photo_session(messenger: str, user_id: str) -> str:
     return user("photo", messenger, user_id)
 
 
+def other_reading(messenger: str, user_id: str) -> str:
+    """The other reading of the user's last ambiguous message (`{"action", "text"}`), behind the
+    fixed quick-reply label `이 문장으로 그리기` / `사진에 대해 묻기`; short TTL."""
+    return user("other", messenger, user_id)
+
+
 def claim(request_id: str) -> str:
     return f"{P}claim:{request_id}"
 

@@ -10,6 +10,7 @@ It knows no messenger's JSON: it takes an Event and returns an Outcome.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import secrets
 import time
@@ -55,8 +56,10 @@ KEPT_FIRST = frozenset(
         ActionName.REDRAW,
         ActionName.NEW_PHOTO,
         ActionName.PHOTO_HINT,
+        ActionName.SMALL_TALK,
     }
 )
+OTHER_READING_TTL_S = 600  # how long the quick reply that does the other reading works
 MAX_ADMISSION_TRIES = 4  # each retry below has its reason; none repeats without a change
 # The webhook does not wait for a job whose estimate passes the wait's end by more than this:
 # waiting would only show the user nothing for seconds. Within it, the moving average is too
@@ -178,10 +181,18 @@ class Core:
             return Action(ActionName.PHOTOS)
         if self.ops.is_command(event):
             return Action(ActionName.ADMIN, event.text)
-        return intents.decide(event.text, has_photo=state.photo is not None)
+        photo = state.photo
+        followup = photo is not None and photo.in_followup(
+            event.received_at, self.settings.photo_followup_s)
+        return intents.decide(event.text, has_photo=photo is not None, followup=followup)
 
     def plan(self, event: Event, action: Action, state: UserState) -> Planned:
-        """The action's handler: a request to queue, or a reply. Handlers never call the core."""
+        """The action's handler: a request to queue, or a reply. Handlers never call the core.
+        A message read one way of two carries one quick reply that does the other."""
+        planned = self._plan(event, action, state)
+        return self._offer_other(event, action, planned) if action.other else planned
+
+    def _plan(self, event: Event, action: Action, state: UserState) -> Planned:
         name, lang = action.name, event.lang
         if name in DRAWING or name == ActionName.REDRAW:
             photo = drawing.photo_id(state.photo)
@@ -204,7 +215,37 @@ class Core:
             return conversation.hint(event)
         if name == ActionName.WELCOME:
             return Reply((Text(say("welcome", lang)),), help_quick_replies(lang))
+        if name == ActionName.SMALL_TALK:
+            return conversation.small_talk(event, state.photo is not None)
+        if name in (ActionName.DRAW_INSTEAD, ActionName.ASK_INSTEAD):
+            return self._instead(event, action, state)
         return _help(self.desk, lang)  # HELP, and ASK without a photo session (cannot happen)
+
+    # The other reading of an ambiguous message ---------------------------------------------------
+    def _offer_other(self, event: Event, action: Action, planned: Planned) -> Planned:
+        """Keep the other reading behind its fixed quick-reply label (a tap sends the label as
+        text), and attach that quick reply: to the reply now, or to the worker's answer."""
+        assert action.other is not None
+        kept = json.dumps({"action": str(action.other), "text": action.text}, ensure_ascii=False)
+        self.r.set(keys.other_reading(event.messenger, event.user), kept, ex=OTHER_READING_TTL_S)
+        label = say("quick_draw_instead" if action.other == ActionName.DRAW
+                    else "quick_ask_instead", event.lang)
+        offer = QuickReply(label, label)
+        if isinstance(planned, Reply):
+            rest = tuple(q for q in planned.quick_replies if q != offer)
+            return dataclasses.replace(planned, quick_replies=(offer, *rest))
+        return dataclasses.replace(planned, quick_replies=(offer, *planned.quick_replies))
+
+    def _instead(self, event: Event, action: Action, state: UserState) -> Planned:
+        """`이 문장으로 그리기` / `사진에 대해 묻기`: the kept message, read the other way."""
+        wanted = ActionName.DRAW if action.name == ActionName.DRAW_INSTEAD else ActionName.ASK
+        raw = self.r.get(keys.other_reading(event.messenger, event.user))
+        kept = json.loads(raw) if raw else {}
+        if kept.get("action") != str(wanted) or not kept.get("text"):
+            return Reply((Text(say("other_gone", event.lang)),), help_quick_replies(event.lang))
+        if wanted == ActionName.ASK and state.photo is None:
+            return Reply((Text(say("photo_gone", event.lang)),), help_quick_replies(event.lang))
+        return self._plan(event, Action(wanted, str(kept["text"])), state)
 
     def photo_in(self, event: Event, fetch: Callable[[int], bytes]) -> Outcome:
         """A photo or clip whose bytes a push messenger's adapter fetches (`fetch(max_bytes)`),
@@ -293,6 +334,8 @@ class Core:
             reply_to=event.callback_url,
             received_at=event.received_at,
             lang=event.lang,
+            meta={"extra_quick": [[q.label, q.message] for q in planned.quick_replies]}
+            if planned.quick_replies else {},
         )
         # When there is no time left to wait, or the job cannot be done before the wait ends,
         # the slow-path claim is taken with the enqueue, in the same transaction, so the worker
@@ -514,5 +557,5 @@ def _reply(reply: Reply, event: Event) -> Outcome:
 
 
 def _help(desk: conversation.PhotoDesk, lang: str) -> Reply:
-    """The help text and its photo part, with the help quick replies."""
-    return Reply((Text(say("help", lang)), desk.help_bubble(lang)), help_quick_replies(lang))
+    """The help text (one bubble), with the help quick replies."""
+    return Reply((desk.help_text(lang),), help_quick_replies(lang))

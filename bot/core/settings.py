@@ -181,6 +181,13 @@ class Settings:
     photo_ttl_s: int = _setting(
         3600, "Seconds a received photo and the conversation about it are kept.", int
     )
+    photo_followup_s: int = _setting(
+        300,
+        "Seconds after the last photo or answer in which a message that is neither a drawing "
+        "request nor a question is read as a follow-up question about the photo; after it, "
+        "such a message is drawn (docs/chat.md).",
+        int,
+    )
     photo_max_bytes: int = _setting(15_000_000, "Largest photo file accepted.", int)
     photo_max_pixels: int = _setting(
         50_000_000, "Largest photo in pixels (width x height) accepted.", int

@@ -10,26 +10,18 @@ HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")
 LATIN = re.compile(r"[A-Za-z]")
 
 MESSAGES: dict[str, tuple[str, str]] = {
+    # One bubble, at most 200 characters and 5 lines (tests/test_texts.py).
     "help": (
         "코알라톡이에요. 그리고 싶은 장면을 한 문장으로 보내 주세요.\n"
         "예: 우주를 떠다니는 고양이, 수채화, 가로\n"
-        "• 쉼표 뒤에 옵션: 정사각/가로/세로, "
-        "사진·애니메이션·수채화·유화·3D·픽셀 아트·연필 스케치·수묵화, 제외: 사람, 시드 1234\n"
-        "• 한국어는 영어로 번역해 그려요. 번역 없이 그리려면 맨 앞에 ! 를 붙여요\n"
-        "• 사진을 보낸 뒤 '이 사진을 수채화로'(조금/많이)라고 하면 사진을 다시 그려요\n"
-        "• 다시 그리기: 같은 문장을 새로 그려요 / 같은 시드로: 다음 문장을 같은 시드로 그려요\n"
-        "• 결과 보기: 늦게 끝난 그림을 받아요\n"
-        "그림은 AI가 만들어요. 그림과 문장은 하루 동안 보관한 뒤 지워요.",
-        "This is KoalaTalk. Send one sentence describing the picture you want.\n"
+        "• 옵션: 가로/세로, 유화·애니 같은 스타일, 시드 1234, 제외: 사람\n"
+        "• 사진을 보내면 물어보거나 '이 사진을 수채화로'처럼 다시 그려요\n"
+        "• 사진은 {keep} 동안만 보관해요. 바로 지우려면 '기록 삭제'",
+        "This is KoalaTalk. Send one sentence describing a picture,\n"
         "e.g. a cat floating in space, watercolor, landscape\n"
-        "• options after commas: square/landscape/portrait, photo, anime, watercolor, oil "
-        "painting, 3D, pixel art, pencil sketch, ink wash; --no people; --seed 1234\n"
-        "• Korean is translated to English first; start with ! to draw without translation\n"
-        "• after sending a photo, say 'this photo as watercolor' to redraw it\n"
-        "• redraw: draw the same prompt again / same seed: draw your next prompt with the same "
-        "seed\n"
-        "• result: get a picture that finished late\n"
-        "Pictures are made by AI. Pictures and prompts are kept for one day, then deleted.",
+        "• Options: portrait/landscape, a style (anime, oil…), --seed 1, --no people\n"
+        "• Send a photo to ask about it, or say 'this photo as watercolor'\n"
+        "• Photos are kept {keep}; 'delete history' deletes all now",
     ),
     "welcome": (
         "안녕하세요! 코알라톡이에요. 그리고 싶은 장면을 보내 주시면 AI가 그림으로 그려 드려요.",
@@ -49,7 +41,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "다시 그릴 문장이 없어요. 그리고 싶은 장면을 먼저 보내 주세요.",
         "There's nothing to redraw yet. Send a prompt first.",
     ),
-    "nothing_kept": ("받지 않은 결과가 없어요.", "There are no results waiting for you."),
+    "nothing_kept": ("지금 보내 드릴 결과가 없어요.", "There are no results waiting for you."),
     "kept_note": (
         "지난번에 요청하신 결과예요. 방금 보낸 메시지는 아래 버튼으로 다시 보낼 수 있어요.",
         "Here is the result of your earlier request. Tap below to resend your new message.",
@@ -86,16 +78,6 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "server_busy": (
         "지금 요청이 많아 잠시 쉬고 있어요. 1분 뒤 다시 보내 주세요.",
         "We're very busy right now. Please try again in a minute.",
-    ),
-    "help_photo": (
-        "• 사진을 보내고 궁금한 점을 물어보면 AI가 답해요. 이어서 물어봐도 돼요\n"
-        "• 새 사진: 처음부터 다시 / 기록 삭제: 사진, 대화, 결과를 바로 지워요\n"
-        "사진과 사진에 대한 대화는 받은 뒤 {keep} 동안만 보관하고 지워요. "
-        "누구에게도 공개하지 않아요.",
-        "• Send a photo and ask about it; follow-up questions work too\n"
-        "• new photo: start over / delete history: delete photos, chats and results now\n"
-        "Photos and the chat about them are kept for {keep} after they arrive, then deleted. "
-        "They are never made public.",
     ),
     "photo_received": (
         "사진을 받았어요. 무엇이 궁금하세요?",
@@ -142,7 +124,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "I couldn't download the photo. Please send it again in a moment.",
     ),
     "photo_refused": (
-        "사진을 쓰려면 개인정보 이용에 동의해 주셔야 해요. 동의하지 않으면 사진을 받지 않아요.",
+        "사진을 쓰려면 개인정보 이용 동의가 필요해요. 동의하지 않으면 사진을 받지 않아요.",
         "To use your photo I need your consent to the privacy notice. Without it I won't take "
         "the photo.",
     ),
@@ -151,7 +133,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "The photo was deleted after its keeping time. Please send it again.",
     ),
     "photo_hint": (
-        "사진에 대해 물어보시려면 먼저 사진을 보내 주세요. 그림을 원하시면 장면을 설명해 주세요.",
+        "사진에 대해 물어보려면 먼저 사진을 보내 주세요. 그림이 필요하면 장면을 설명해 주세요.",
         "To ask about a photo, please send the photo first. For a picture, describe a scene.",
     ),
     "new_photo": (
@@ -272,9 +254,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "notice": (
         "안내: 그림은 AI가 만들어요. 성적이거나 폭력적인 그림, 혐오나 실존 인물을 해치는 그림은 "
         "그리지 않아요. 문장과 그림은 {keep}, 사진은 {photo_keep} 뒤 지워요.",
-        "Note: pictures are made by AI. No sexual, violent or hateful pictures, and none that "
-        "harm real people. Prompts and pictures are deleted after {keep}, photos after "
-        "{photo_keep}.",
+        "AI-made pictures; nothing sexual, violent or hateful. Prompts and pictures are deleted "
+        "after {keep}, photos after {photo_keep}.",
     ),
     "drawn_from": ("그린 영어 문장: {english}", "Drawn from: {english}"),
     "drawn_seed": ("시드 {seed}", "seed {seed}"),
@@ -288,7 +269,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "image_blocked": (
         "죄송해요, 그린 그림이 안전 기준에 맞지 않아 보여 드릴 수 없어요. "
-        "다른 장면으로 다시 시도해 주세요.",
+        "다른 장면으로 다시 보내 주세요.",
         "Sorry, the picture didn't pass the safety check, so I can't show it. "
         "Please try a different scene.",
     ),
@@ -354,6 +335,25 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "I couldn't read the ratio '{value}'. e.g. --ar 16:9",
     ),
     "quick_same_seed": ("같은 시드로", "same seed"),
+    # The other reading of an ambiguous message, one tap away (bot/core/intents.py)
+    "quick_draw_instead": ("이 문장으로 그리기", "draw this instead"),
+    "quick_ask_instead": ("사진에 대해 묻기", "ask about the photo"),
+    "other_gone": (
+        "앞의 메시지를 찾지 못했어요. 한 번 더 보내 주세요.",
+        "I couldn't find your last message. Please send it once more.",
+    ),
+    "small_thanks": (
+        "저도 즐거웠어요! 또 그리고 싶은 장면이 있으면 보내 주세요 😊",
+        "You're welcome! Send me another scene any time 😊",
+    ),
+    "small_talk": (
+        "😊 그리고 싶은 장면을 한 문장으로 보내 주세요. 사진을 보내고 물어봐도 돼요.",
+        "😊 Describe a scene in one sentence, or send a photo and ask about it.",
+    ),
+    "small_talk_photo": (
+        "😊 사진에 대해 더 궁금한 게 있으면 물어보세요. 그림이 필요하면 장면을 보내 주세요.",
+        "😊 Ask more about the photo, or describe a scene to draw.",
+    ),
     "restyle_command": ("{style} 다시 그리기", "redraw as {style}"),
 }
 
