@@ -19,7 +19,13 @@ from bot.core.events import Event, Outcome, Reply, Text
 from bot.core.texts import say
 from bot.messengers.telegram import NAME, BotApi, Update, chat_action, parse, send, verify
 from bot.web.context import AppContext, context
-from bot.web.webhooks import first_delivery, forget_delivery, read_json_body, refusal_reason
+from bot.web.webhooks import (
+    check_json_type,
+    first_delivery,
+    forget_delivery,
+    read_body,
+    refusal_reason,
+)
 
 log = logging.getLogger(__name__)
 telegram_webhook = Blueprint("telegram", __name__)
@@ -36,8 +42,10 @@ def webhook() -> Any:
         return jsonify({"error": "NotFound", "detail": "Telegram is not configured"}), 404
     with logs.context(request_id):
         try:
-            verify(request.headers, b"", settings)
-            update = parse(read_json_body(settings.max_body_bytes), received_at, request_id)
+            body = read_body(settings.max_body_bytes)  # 413 first, before the secret
+            verify(request.headers, body, settings)
+            check_json_type()
+            update = parse(body, received_at, request_id)
         except WebhookError as exc:
             metrics.refused(app.redis, refusal_reason(exc))
             log.info("refused telegram request", extra={"why": str(exc)})
