@@ -90,7 +90,8 @@ def kakao_body(size: int) -> bytes:
 
 def telegram_body(size: int) -> bytes:
     update_id = int(uuid.uuid4().int % 10**9)
-    return padded({"update_id": update_id, "edited_message": {"chat": {"id": 5}, "text": "x"}}, size)
+    edited = {"chat": {"id": 5}, "text": "x"}
+    return padded({"update_id": update_id, "edited_message": edited}, size)
 
 
 def line_body(size: int) -> bytes:
@@ -127,7 +128,8 @@ def test_a_body_at_the_cap_is_read_whole(served: int, chunked: bool) -> None:
     status, answer = send(served, "/kakao/skill", kakao,
                           {**JSON, "X-KoalaTalk-Secret": KAKAO_SECRET}, chunked)
     assert status == 200 and answer["version"] == "2.0", answer
-    status, _ = send(served, "/kakao/skill", kakao, {**JSON, "X-KoalaTalk-Secret": "wrong"}, chunked)
+    wrong = {**JSON, "X-KoalaTalk-Secret": "wrong"}
+    status, _ = send(served, "/kakao/skill", kakao, wrong, chunked)
     assert status == 401
     tg = telegram_body(CAP)
     headers = {**JSON, "X-Telegram-Bot-Api-Secret-Token": TG_SECRET}
