@@ -45,6 +45,9 @@ class ApiStandIn:
     telegram_files: dict[str, bytes] = field(default_factory=dict)  # file_id -> bytes
     blocked_chats: set[str] = field(default_factory=set)  # Telegram answers 403
     line_contents: dict[str, bytes] = field(default_factory=dict)  # message id -> bytes
+    # Seconds a download waits before its answer (a slow content server), by file or message id.
+    telegram_file_delays: dict[str, float] = field(default_factory=dict)
+    line_content_delays: dict[str, float] = field(default_factory=dict)
     used_reply_tokens: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -86,11 +89,14 @@ class ApiStandIn:
 
             def _answer(self, code: int, body: Any, content_type: str = "application/json") -> None:
                 data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting (a slow download past its deadline)
 
             def _record(self, api: str, method: str, params: dict[str, Any]) -> None:
                 call = ApiCall(api, method, params, dict(self.headers.items()), time.time())
@@ -102,6 +108,8 @@ class ApiStandIn:
                 if tg:
                     file_id = tg["path"].rsplit("/", 1)[-1].split(".")[0]
                     found = outer.telegram_files.get(file_id)
+                    self._record("telegram", "file", {"file_id": file_id})
+                    time.sleep(outer.telegram_file_delays.get(file_id, 0.0))
                     if tg["token"] != TELEGRAM_TOKEN or found is None:
                         self._answer(404, {"ok": False, "error_code": 404})
                     else:
@@ -113,6 +121,7 @@ class ApiStandIn:
                         self._answer(401, {"message": "Authentication failed"})
                         return
                     self._record("line", "content", {"id": content["id"]})
+                    time.sleep(outer.line_content_delays.get(content["id"], 0.0))
                     data = outer.line_contents.get(content["id"])
                     if data is None:
                         self._answer(404, {"message": "Not found"})
