@@ -13,6 +13,7 @@ import json
 import re
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -34,6 +35,7 @@ class ApiCall:
     params: dict[str, Any]  # JSON body, or multipart fields (file parts as bytes)
     headers: dict[str, str]
     at: float
+    answer: Any = None  # what the stand-in answered, when a test needs it (LINE's sentMessages)
 
 
 @dataclass
@@ -98,10 +100,11 @@ class ApiStandIn:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting (a slow download past its deadline)
 
-            def _record(self, api: str, method: str, params: dict[str, Any]) -> None:
+            def _record(self, api: str, method: str, params: dict[str, Any]) -> ApiCall:
                 call = ApiCall(api, method, params, dict(self.headers.items()), time.time())
                 with outer.lock:
                     outer.calls.append(call)
+                return call
 
             def do_GET(self) -> None:
                 tg = _TG_FILE.match(self.path)
@@ -200,7 +203,7 @@ class ApiStandIn:
                     self._answer(401, {"message": "Authentication failed"})
                     return
                 params = self._params(raw)
-                self._record("line", path, params)
+                call = self._record("line", path, params)
                 if path == "/v2/bot/message/reply":
                     token = str(params.get("replyToken"))
                     with outer.lock:
@@ -209,7 +212,17 @@ class ApiStandIn:
                     if used:
                         self._answer(400, {"message": "Invalid reply token"})
                         return
-                self._answer(200, {})
+                answer: dict[str, Any] = {}
+                if path in {"/v2/bot/message/reply", "/v2/bot/message/push"}:
+                    # As LINE answers: the id and quote token of each message sent.
+                    messages = params.get("messages")
+                    count = len(messages) if isinstance(messages, list) else 0
+                    answer = {"sentMessages": [
+                        {"id": str(uuid.uuid4().int)[:18], "quoteToken": uuid.uuid4().hex}
+                        for _ in range(count)
+                    ]}
+                call.answer = answer
+                self._answer(200, answer)
 
         server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True

@@ -335,6 +335,25 @@ def test_line_answers_in_a_group_only_when_mentioned_and_strips_the_mention(
     assert messenger_apis.find("line", REPLY, replyToken=loud["replyToken"])
 
 
+def test_line_a_message_quoting_the_bot_is_addressed_to_it(
+    app: Any, messenger_apis: ApiStandIn, stack: Any
+) -> None:
+    client, group, who = app(), "C" + uuid.uuid4().hex, person(stack, "line")
+    asked = line_group_event(group, who, "@코알라톡 도움말", 0)
+    line_post(client, [asked])
+    helped = messenger_apis.find("line", REPLY, replyToken=asked["replyToken"])
+    assert helped, "help is answered before the webhook returns"
+    bot_message = helped[0].answer["sentMessages"][0]["id"]
+    elsewhere = line_group_event(group, who, "도움말", None)
+    elsewhere["message"]["quotedMessageId"] = str(uuid.uuid4().int)[:18]  # someone else's
+    line_post(client, [elsewhere])
+    assert not messenger_apis.find("line", REPLY, replyToken=elsewhere["replyToken"])
+    quoting = line_group_event(group, who, "도움말", None)
+    quoting["message"]["quotedMessageId"] = bot_message
+    line_post(client, [quoting])
+    assert messenger_apis.find("line", REPLY, replyToken=quoting["replyToken"])
+
+
 def test_line_quotes_only_with_a_quote_token() -> None:
     plain = line_render(Reply((Text("안녕"),)))
     assert "quoteToken" not in plain[0]

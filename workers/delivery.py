@@ -59,10 +59,13 @@ def post_callback(rt: Runtime, job: Job, reply: Reply) -> str:
         api = telegram.BotApi(rt.guard, rt.settings)
         return telegram.send(api, rt.settings, rt.store, job.reply_to, reply, quoted)
     if job.messenger == line.NAME:
+        sent: list[str] = []
         how = line.reply_or_push(
             line.LineApi(rt.guard, rt.settings), reply, job.reply_to, job.room,
-            job.received_at, rt.settings.line_reply_window_s, job.request_id, quoted,
+            job.received_at, rt.settings.line_reply_window_s, job.request_id, quoted, sent,
         )  # fmt: skip
+        if job.room != job.user:
+            line.remember_sent(rt.redis, sent)
         return "SUCCESS" if how in {"reply", "push"} else "error"
     return "error"
 

@@ -19,7 +19,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bot.core import payload
+import redis
+
+from bot.core import keys, payload
 from bot.core.errors import NotAMessengerRequest, Unauthorized
 from bot.core.events import Event, Picture, Reply
 from bot.core.photos import PhotoError
@@ -59,6 +61,7 @@ class Message:
     unsupported: str | None = None  # the type of a message we cannot read
     welcome: bool = False  # a follow event: the user added the bot
     unaddressed: bool = False  # a group message not addressed to the bot: left alone
+    quoted: str = ""  # the message this one quotes (quotedMessageId): the bot's, it is for us
 
 
 # --- signature and parsing -------------------------------------------------------------------
@@ -122,8 +125,9 @@ def parse(body: bytes, received_at: float, answer_all: bool = False) -> list[Mes
 
     The event's `user` is the person (`source.userId`) and its `chat` the group or room: its
     members share the photo session while each keeps their own limits, results and last
-    prompt. In a group only messages that mention the bot are answered (unless `answer_all`),
-    and the mention is taken out of the text."""
+    prompt. In a group only messages that mention the bot are answered (unless `answer_all`):
+    others come back `unaddressed` (a reply quoting one of the bot's messages is for the bot,
+    which the caller knows by `quoted`), and the mention is taken out of the text."""
     data = payload.loads(body)  # JSON text, or NotAMessengerRequest
     if not isinstance(data, dict) or not isinstance(data.get("events"), list):
         raise NotAMessengerRequest("no events")
@@ -148,12 +152,8 @@ def parse(body: bytes, received_at: float, answer_all: bool = False) -> list[Mes
         text = strip_spans(text, mentions)
         request_id = uuid.uuid4().hex
         quote = message.get("quoteToken")
-        if chat != person and not answer_all and not mentions:
-            found.append(Message(event_id=str(event_id or request_id), reply_token=token,
-                                 event=Event(NAME, person, "", received_at, request_id,
-                                             chat=chat),
-                                 unaddressed=True))
-            continue
+        quoted = message.get("quotedMessageId")
+        unaddressed = chat != person and not answer_all and not mentions
         event = Event(
             messenger=NAME,
             user=person,
@@ -176,6 +176,8 @@ def parse(body: bytes, received_at: float, answer_all: bool = False) -> list[Mes
                 image_id=str(image_id) if image_id is not None else None,
                 unsupported=None if mtype in {"text", "image", "video", None} else str(mtype),
                 welcome=kind == "follow",
+                unaddressed=unaddressed,
+                quoted=quoted if isinstance(quoted, str) else "",
             )
         )
     return found
@@ -241,8 +243,11 @@ class LineApi:
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", **(extra or {})}
 
-    def post(self, path: str, payload: dict[str, Any], retry_key: str | None = None) -> None:
-        """POST a JSON body to the Messaging API; raises LineError unless it answers 2xx."""
+    def post(
+        self, path: str, payload: dict[str, Any], retry_key: str | None = None
+    ) -> dict[str, Any]:
+        """POST a JSON body to the Messaging API; its JSON answer ({} when it has none); raises
+        LineError unless it answers 2xx."""
         headers = self._headers({"Content-Type": "application/json"})
         if retry_key:
             headers["X-Line-Retry-Key"] = retry_key  # a retried push is delivered once
@@ -256,7 +261,7 @@ class LineApi:
         except FetchError as exc:
             raise LineError(f"{path}: {exc}", status=None, retryable=exc.retryable) from exc
         if response.status == 409 and retry_key:
-            return  # LINE already accepted this retry key: the push went out
+            return {}  # LINE already accepted this retry key: the push went out
         if not 200 <= response.status < 300:
             detail = response.body[:200].decode("utf-8", "replace")
             raise LineError(
@@ -264,6 +269,11 @@ class LineApi:
                 status=response.status,
                 retryable=response.status == 429 or response.status >= 500,
             )
+        try:
+            answer = json.loads(response.body or b"{}")
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            answer = {}
+        return _dict(answer)
 
     def content_bytes(
         self, message_id: str, max_bytes: int, deadline: float | None = None
@@ -302,23 +312,31 @@ def reply_or_push(
     window_s: float,
     retry_key: str,
     quote_token: str = "",
+    sent: list[str] | None = None,
 ) -> str:
     """Send through the reply token while it is fresh, else (or when refused) push to the
-    chat `to`; in a group the answer quotes the asker's message (`quote_token`).
+    chat `to`; in a group the answer quotes the asker's message (`quote_token`). The ids of
+    the messages sent are added to `sent` (a reply quoting one of them is for the bot).
 
     Returns `reply` or `push` when sent, `error` when neither went out.
     """
     messages = render(reply, quote_token)
     if reply_token and time.time() - received_at < window_s:
         try:
-            api.post("/v2/bot/message/reply", {"replyToken": reply_token, "messages": messages})
+            answer = api.post(
+                "/v2/bot/message/reply", {"replyToken": reply_token, "messages": messages}
+            )
+            _sent_ids(answer, sent)
             return "reply"
         except LineError as exc:
             # 400 is LINE's answer to a used or expired token; the push still reaches the user.
             log.info("reply token not used", extra={"error": str(exc)})
     for attempt in range(3):
         try:
-            api.post("/v2/bot/message/push", {"to": to, "messages": messages}, _uuid(retry_key))
+            answer = api.post(
+                "/v2/bot/message/push", {"to": to, "messages": messages}, _uuid(retry_key)
+            )
+            _sent_ids(answer, sent)
             return "push"
         except LineError as exc:
             log.warning("line push failed", extra={"error": str(exc), "attempt": attempt + 1})
@@ -326,6 +344,34 @@ def reply_or_push(
                 break
             time.sleep(0.5 * (attempt + 1))
     return "error"
+
+
+SENT_TTL_S = 3 * 86400  # how long a reply quoting the bot's group message still reaches it
+
+
+def remember_sent(r: redis.Redis, ids: list[str]) -> None:
+    """Mark messages the bot sent to a group: a message quoting one of them is for the bot."""
+    if ids:
+        with r.pipeline(transaction=False) as pipe:
+            for message_id in ids:
+                pipe.set(keys.line_sent(message_id), "1", ex=SENT_TTL_S)
+            pipe.execute()
+
+
+def quotes_the_bot(r: redis.Redis, message: Message) -> bool:
+    """A group message that quotes one of the bot's own messages."""
+    return bool(message.quoted) and bool(r.exists(keys.line_sent(message.quoted)))
+
+
+def _sent_ids(answer: dict[str, Any], sent: list[str] | None) -> None:
+    """The ids in a reply's or push's `sentMessages`, added to `sent`."""
+    if sent is None:
+        return
+    found = answer.get("sentMessages")
+    for item in found if isinstance(found, list) else []:
+        message_id = _dict(item).get("id")
+        if isinstance(message_id, str) and message_id:
+            sent.append(message_id)
 
 
 def loading(api: LineApi, chat: str, seconds: int = 20) -> None:

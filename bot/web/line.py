@@ -13,7 +13,17 @@ from bot.core import logs, metrics
 from bot.core.errors import WebhookError
 from bot.core.events import Outcome, Reply, Text
 from bot.core.texts import help_quick_replies, say
-from bot.messengers.line import NAME, LineApi, Message, loading, parse, reply_or_push, verify
+from bot.messengers.line import (
+    NAME,
+    LineApi,
+    Message,
+    loading,
+    parse,
+    quotes_the_bot,
+    remember_sent,
+    reply_or_push,
+    verify,
+)
 from bot.web.context import AppContext, context
 from bot.web.webhooks import first_delivery, forget_delivery, read_body, refusal_reason
 
@@ -38,10 +48,10 @@ def webhook() -> Any:
         log.info("refused line request", extra={"why": str(exc)})
         return jsonify({"error": type(exc).__name__, "detail": str(exc)}), exc.status
     for message in messages:
-        if message.unaddressed:
-            continue  # a group message for the others, not for the bot
         with logs.context(message.event.request_id):
             try:
+                if message.unaddressed and not quotes_the_bot(app.redis, message):
+                    continue  # a group message for the others, not for the bot
                 if not first_delivery(app.redis, NAME, message.event_id):
                     metrics.refused(app.redis, "duplicate")
                     log.info("redelivered event ignored")
@@ -86,6 +96,7 @@ def deliver_outcome(api: LineApi, ctx: AppContext, message: Message, outcome: Ou
         loading(api, event.room)  # the reply token stays unused: the worker answers with it
         return
     assert outcome.reply is not None
+    sent: list[str] = []
     how = reply_or_push(
         api,
         outcome.reply,
@@ -95,7 +106,10 @@ def deliver_outcome(api: LineApi, ctx: AppContext, message: Message, outcome: Ou
         ctx.settings.line_reply_window_s,
         event.request_id,
         event.reply_to_message,
+        sent,
     )
+    if event.in_group:
+        remember_sent(ctx.redis, sent)
     metrics.inc(ctx.redis, "deliveries", messenger=NAME, how=how)
     if how == "error" and outcome.reply.kind == "result":
         ctx.core.sessions.keep(NAME, event.user, outcome.reply)

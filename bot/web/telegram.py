@@ -59,6 +59,8 @@ def webhook() -> Any:
             metrics.refused(app.redis, refusal_reason(exc))
             log.info("refused telegram request", extra={"why": str(exc)})
             return jsonify({"error": type(exc).__name__, "detail": str(exc)}), exc.status
+        if update.unaddressed:  # a group message for the others: nothing to do, nothing kept
+            return jsonify({"ok": True})
         key = str(update.update_id)
         try:
             if not first_delivery(app.redis, NAME, key):
