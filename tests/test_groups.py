@@ -436,3 +436,35 @@ def test_a_slow_line_photo_is_handed_to_the_worker_by_message_id(
     jobs = vision_jobs(stack, who)
     assert jobs[0]["request"]["photo_refs"] == [message_id]
     assert len(messenger_apis.find("line", "content", id=message_id)) == 2
+
+
+# --- Jobs of the old shape ---------------------------------------------------------------------
+
+
+def test_a_job_queued_before_the_group_fields_still_runs(stack: Any) -> None:
+    """The job in tests/data/rq/rq212_draw_job.json has no chat nor message to reply to: it
+    runs and its answer is the person's, as before."""
+    import base64
+    import zlib
+
+    from rq import Queue
+
+    from bot.core import handover
+    from bot.core.job import Job
+
+    fixture = json.loads((Path(__file__).parent / "data/rq/rq212_draw_job.json").read_text())
+    data = base64.b64decode(fixture["jobs"][0]["hash"]["data"])
+    old = json.loads(zlib.decompress(data))[2][0]
+    assert "chat" not in old and "reply_to_message" not in old
+    job = Job.from_dict(old)
+    assert (job.chat, job.reply_to_message, job.room) == ("", "", old["user"])
+    r = stack["redis"]
+    request_id, user = "old" + uuid.uuid4().hex, "fixture-" + uuid.uuid4().hex
+    payload = {**old, "request_id": request_id, "user": user, "deadline": time.time() + 120,
+               "received_at": time.time()}
+    handover.webhook_claim(r, request_id, "pull")  # nobody waits: the result is kept
+    Queue("text2image", connection=r, serializer=JSONSerializer).enqueue_call(
+        "workers.tasks.draw", args=(payload,), job_id=request_id, result_ttl=600)
+    assert wait_until(lambda: r.llen(keys.kept("kakao", user)) == 1, timeout=40)
+    kept = Reply.from_dict(json.loads(r.lindex(keys.kept("kakao", user), 0)))
+    assert kept.kind == "result"

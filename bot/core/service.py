@@ -176,7 +176,7 @@ class Core:
         """What the message asks for (UNREAD: as if the user had no photo session)."""
         if event.image_urls:
             return Action(ActionName.PHOTOS)
-        if event.command == "draw":  # Telegram's `/draw <prompt>`: a prompt, whatever it says
+        if event.command == "draw" and event.text:  # `/draw <prompt>`: a prompt, whatever it says
             return Action(ActionName.DRAW, event.text)
         if self.ops.is_command(event):
             return Action(ActionName.ADMIN, event.text)

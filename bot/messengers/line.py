@@ -153,7 +153,8 @@ def parse(body: bytes, received_at: float, answer_all: bool = False) -> list[Mes
         request_id = uuid.uuid4().hex
         quote = message.get("quoteToken")
         quoted = message.get("quotedMessageId")
-        unaddressed = chat != person and not answer_all and not mentions
+        group = source.get("type") in {"group", "room"} or chat != person
+        unaddressed = group and not answer_all and not mentions
         event = Event(
             messenger=NAME,
             user=person,
