@@ -13,6 +13,7 @@ import json
 import re
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -34,6 +35,7 @@ class ApiCall:
     params: dict[str, Any]  # JSON body, or multipart fields (file parts as bytes)
     headers: dict[str, str]
     at: float
+    answer: Any = None  # what the stand-in answered, when a test needs it (LINE's sentMessages)
 
 
 @dataclass
@@ -45,6 +47,9 @@ class ApiStandIn:
     telegram_files: dict[str, bytes] = field(default_factory=dict)  # file_id -> bytes
     blocked_chats: set[str] = field(default_factory=set)  # Telegram answers 403
     line_contents: dict[str, bytes] = field(default_factory=dict)  # message id -> bytes
+    # Seconds a download waits before its answer (a slow content server), by file or message id.
+    telegram_file_delays: dict[str, float] = field(default_factory=dict)
+    line_content_delays: dict[str, float] = field(default_factory=dict)
     used_reply_tokens: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -86,22 +91,28 @@ class ApiStandIn:
 
             def _answer(self, code: int, body: Any, content_type: str = "application/json") -> None:
                 data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting (a slow download past its deadline)
 
-            def _record(self, api: str, method: str, params: dict[str, Any]) -> None:
+            def _record(self, api: str, method: str, params: dict[str, Any]) -> ApiCall:
                 call = ApiCall(api, method, params, dict(self.headers.items()), time.time())
                 with outer.lock:
                     outer.calls.append(call)
+                return call
 
             def do_GET(self) -> None:
                 tg = _TG_FILE.match(self.path)
                 if tg:
                     file_id = tg["path"].rsplit("/", 1)[-1].split(".")[0]
                     found = outer.telegram_files.get(file_id)
+                    self._record("telegram", "file", {"file_id": file_id})
+                    time.sleep(outer.telegram_file_delays.get(file_id, 0.0))
                     if tg["token"] != TELEGRAM_TOKEN or found is None:
                         self._answer(404, {"ok": False, "error_code": 404})
                     else:
@@ -113,6 +124,7 @@ class ApiStandIn:
                         self._answer(401, {"message": "Authentication failed"})
                         return
                     self._record("line", "content", {"id": content["id"]})
+                    time.sleep(outer.line_content_delays.get(content["id"], 0.0))
                     data = outer.line_contents.get(content["id"])
                     if data is None:
                         self._answer(404, {"message": "Not found"})
@@ -191,7 +203,7 @@ class ApiStandIn:
                     self._answer(401, {"message": "Authentication failed"})
                     return
                 params = self._params(raw)
-                self._record("line", path, params)
+                call = self._record("line", path, params)
                 if path == "/v2/bot/message/reply":
                     token = str(params.get("replyToken"))
                     with outer.lock:
@@ -200,7 +212,17 @@ class ApiStandIn:
                     if used:
                         self._answer(400, {"message": "Invalid reply token"})
                         return
-                self._answer(200, {})
+                answer: dict[str, Any] = {}
+                if path in {"/v2/bot/message/reply", "/v2/bot/message/push"}:
+                    # As LINE answers: the id and quote token of each message sent.
+                    messages = params.get("messages")
+                    count = len(messages) if isinstance(messages, list) else 0
+                    answer = {"sentMessages": [
+                        {"id": str(uuid.uuid4().int)[:18], "quoteToken": uuid.uuid4().hex}
+                        for _ in range(count)
+                    ]}
+                call.answer = answer
+                self._answer(200, answer)
 
         server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True

@@ -53,14 +53,19 @@ def post_callback(rt: Runtime, job: Job, reply: Reply) -> str:
         status = kakao.post_callback(rt.guard, job.reply_to, reply, job.deadline)
         metrics.inc(rt.redis, "callbacks", result=status)
         return status
+    # In a group (a chat that is not the person's own) the answer replies to the asker.
+    quoted = job.reply_to_message if job.room != job.user else ""
     if job.messenger == telegram.NAME:
         api = telegram.BotApi(rt.guard, rt.settings)
-        return telegram.send(api, rt.settings, rt.store, job.reply_to, reply)
+        return telegram.send(api, rt.settings, rt.store, job.reply_to, reply, quoted)
     if job.messenger == line.NAME:
+        sent: list[str] = []
         how = line.reply_or_push(
-            line.LineApi(rt.guard, rt.settings), reply, job.reply_to, job.user,
-            job.received_at, rt.settings.line_reply_window_s, job.request_id,
+            line.LineApi(rt.guard, rt.settings), reply, job.reply_to, job.room,
+            job.received_at, rt.settings.line_reply_window_s, job.request_id, quoted, sent,
         )  # fmt: skip
+        if job.room != job.user:
+            line.remember_sent(rt.redis, sent)
         return "SUCCESS" if how in {"reply", "push"} else "error"
     return "error"
 

@@ -22,6 +22,7 @@ from bot.core.events import Reply, Text
 from bot.core.job import Job
 from bot.core.photos import Limits, PhotoError, PhotoStore
 from bot.core.texts import quick, say
+from bot.messengers import line, telegram
 from workers.runtime import Runtime, current
 from workers.tasks import _run as run_job
 
@@ -54,20 +55,18 @@ def _ask(rt: Runtime, job: Job) -> tuple[Reply, dict[str, Any]]:
     request = job.request
     ids, is_clip = photos.select(store, request.images)
     # 1. Photos the webhook handed over: fetch them now, then start the conversation.
-    if request.photo_urls:
+    if request.photo_urls or request.photo_refs:
         fetch_by = time.time() + 2 * rt.settings.fetch_timeout_s
+        limits = Limits.from_settings(rt.settings)
         received = photos.receive(
-            rt.guard,
-            store,
-            request.photo_urls,
-            Limits.from_settings(rt.settings),
-            fetch_by,
-            hand_over=False,
+            rt.guard, store, request.photo_urls, limits, fetch_by, hand_over=False
         )
+        if request.photo_refs:
+            received = _merge(received, fetch_refs(rt, store, job, limits, fetch_by))
         ids, is_clip = photos.select(store, (*request.images, *received.ids))
         if not ids:
             return error_reply(received.errors, job.lang), {"status": "no_photo"}
-        chats.start(job.messenger, job.user, ids, is_clip)
+        chats.start(job.messenger, job.room, ids, is_clip, owner=job.user)
         if not request.question:
             shown = photos.Received(ids, is_clip, (), received.errors)
             return received_reply(shown, job.lang), {"status": "received"}
@@ -87,10 +86,41 @@ def _ask(rt: Runtime, job: Job) -> tuple[Reply, dict[str, Any]]:
     model_s = time.perf_counter() - started
     # 4. Plain text in bubbles; the turn is remembered for follow-ups.
     answer = plain_text(raw) or say("empty_answer", job.lang)
-    chats.add_turn(job.messenger, job.user, ids, request.question, answer)
+    chats.add_turn(job.messenger, job.room, ids, request.question, answer)
     note = say("frames_note", job.lang, n=len(images)) if is_clip else ""
     log.info("answered", extra={"model_s": round(model_s, 4), "chars": len(answer)})
     return answer_reply(answer, note, job.lang), {"status": "ok", "model_s": model_s}
+
+
+def fetch_refs(
+    rt: Runtime, store: PhotoStore, job: Job, limits: Limits, deadline: float
+) -> photos.Received:
+    """Photos the webhook handed over by the messenger's own reference: a Telegram file_id
+    (getFile, then the file, with the bot token this worker holds) or a LINE message id."""
+    cap = max(limits.max_bytes, limits.clip_max_bytes)
+    ids: list[str] = []
+    errors: list[PhotoError] = []
+    for ref in job.request.photo_refs:
+        try:
+            if job.messenger == telegram.NAME:
+                data = telegram.BotApi(rt.guard, rt.settings).download(ref, cap, deadline)
+            elif job.messenger == line.NAME:
+                data = line.LineApi(rt.guard, rt.settings).content_bytes(ref, cap, deadline)
+            else:
+                raise PhotoError("photo_unreachable", f"no photo API for {job.messenger}")
+            kind, data = photos.check(data, limits)
+            ids.append(store.put(data, kind))
+        except PhotoError as exc:
+            log.info("photo not used", extra={"why": exc.key, "detail": str(exc)})
+            errors.append(exc)
+        except OSError as exc:
+            log.error("photo not stored", extra={"error": str(exc)})
+            errors.append(PhotoError("photo_unreachable"))
+    return photos.Received(tuple(ids), False, (), tuple(errors))
+
+
+def _merge(a: photos.Received, b: photos.Received) -> photos.Received:
+    return photos.Received((*a.ids, *b.ids), a.video or b.video, (), (*a.errors, *b.errors))
 
 
 def load_images(

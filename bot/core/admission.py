@@ -151,6 +151,7 @@ class Ticket:
     seen_ttl_s: int = 86400
     deferred_seed: bool = False  # a seed of our own choosing: a pinned seed wins (PINNED)
     take_pin: bool = False  # the job carries the pinned seed: delete the pin when admitted
+    chat: str = ""  # where the person wrote (a group): its photo session; empty: their own
 
     def call(self, limits: Limits, now: float) -> Call:
         """The script's inputs for this attempt: built here, and only here."""
@@ -164,7 +165,7 @@ class Ticket:
             queue_key=self.queue_key,
             service_key=keys.SERVICE_TIMES,
             blocked_key=keys.BLOCKED,
-            photo_key=keys.photo_session(m, u),
+            photo_key=keys.photo_session(m, self.chat or u),
             pin_key=keys.seed_pin(m, u),
             seen_key=keys.seen_user(m, u),
             metric_key=metrics.key("requests"),

@@ -1,15 +1,18 @@
-"""A conversation about a photo: the per-user photo session in Redis, and the handlers for
+"""A conversation about a photo: the per-chat photo session in Redis, and the handlers for
 photos and questions (each returns a request to queue or a reply; none calls the core).
 
-The session (one JSON value per user, `kt:photo:<messenger>:<user>`) holds the private photo
-ids and the recent (question, answer) turns. It expires with its photos: PHOTO_TTL_S after they
-arrived, however long the conversation goes on, so the help text can state one keeping time.
+The session (one JSON value per chat, `kt:photo:<messenger>:<chat>`; in a private chat the chat
+is the person) holds the private photo ids, who sent them, and the recent (question, answer)
+turns: in a group its members talk about the same photo. It expires with its photos:
+PHOTO_TTL_S after they arrived, however long the conversation goes on, so the help text can
+state one keeping time.
 A new photo or `새 사진` starts over (the old photos are deleted at once); `기록 삭제` deletes
-photos, sessions and kept results together.
+the person's kept results and last prompt, and the photos they sent with their session.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -29,6 +32,9 @@ from bot.core.urlguard import UrlGuard
 
 log = logging.getLogger(__name__)
 MAX_TURNS = 6  # recent turns sent with a follow-up; the model trims further to its context
+# An adapter's fetch of a photo's bytes: fetch(max_bytes, deadline as epoch s) -> bytes, raising
+# PhotoError (retryable when the deadline passed or the fault may pass).
+Fetch = Callable[[int, float], bytes]
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,8 @@ class PhotoSession:
     video: bool
     turns: tuple[tuple[str, str], ...]
     expires_at: float
-    last_at: float = 0.0
+    last_at: float = 0.0  # the last photo or answer (the follow-up window starts there)
+    owner: str = ""  # the person who sent the photos ('' in sessions written before)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -51,6 +58,7 @@ class PhotoSession:
                 "turns": [list(t) for t in self.turns],
                 "expires_at": self.expires_at,
                 "last_at": self.last_at,
+                "owner": self.owner,
             },
             ensure_ascii=False,
         )
@@ -64,6 +72,7 @@ class PhotoSession:
             tuple((str(q), str(a)) for q, a in data.get("turns", ())),
             float(data.get("expires_at", 0.0)),
             float(data.get("last_at", 0.0)),
+            str(data.get("owner", "")),
         )
 
     def in_followup(self, now: float, window_s: float) -> bool:
@@ -72,7 +81,8 @@ class PhotoSession:
 
 
 class Conversations:
-    """Reads and writes users' photo sessions; deletes their photos with them."""
+    """Reads and writes chats' photo sessions; deletes their photos with them. `chat` is the
+    chat's id (Event.room), which in a private chat is the person's."""
 
     def __init__(
         self, r: redis.Redis, store: PhotoStore, ttl_s: int, max_turns: int = MAX_TURNS
@@ -82,19 +92,20 @@ class Conversations:
         self.ttl_s = ttl_s
         self.max_turns = max_turns
 
-    def current(self, messenger: str, user: str) -> PhotoSession | None:
-        """The user's photo session, if one is live."""
-        raw = self.r.get(keys.photo_session(messenger, user))
+    def current(self, messenger: str, chat: str) -> PhotoSession | None:
+        """The chat's photo session, if one is live."""
+        raw = self.r.get(keys.photo_session(messenger, chat))
         return PhotoSession.from_json(raw) if raw else None
 
     def start(
-        self, messenger: str, user: str, photos: tuple[str, ...], video: bool
+        self, messenger: str, chat: str, photos: tuple[str, ...], video: bool, owner: str = ""
     ) -> PhotoSession:
-        """Start over with new photos; the previous session's photos are deleted."""
+        """Start over with new photos (sent by `owner`); the previous session's photos are
+        deleted."""
         now = time.time()
-        session = PhotoSession(photos, video, (), now + self.ttl_s, now)
+        session = PhotoSession(photos, video, (), now + self.ttl_s, now, owner or chat)
         old = self.r.set(
-            keys.photo_session(messenger, user),
+            keys.photo_session(messenger, chat),
             session.to_json(),
             exat=int(session.expires_at) + 1,
             get=True,
@@ -105,10 +116,10 @@ class Conversations:
         return session
 
     def add_turn(
-        self, messenger: str, user: str, photos: tuple[str, ...], question: str, answer: str
+        self, messenger: str, chat: str, photos: tuple[str, ...], question: str, answer: str
     ) -> bool:
         """Record a turn, unless the session moved on to other photos meanwhile."""
-        key = keys.photo_session(messenger, user)
+        key = keys.photo_session(messenger, chat)
         for _ in range(5):
             with self.r.pipeline() as pipe:
                 try:
@@ -120,8 +131,7 @@ class Conversations:
                     if session.photos != tuple(photos):
                         return False
                     turns = (*session.turns, (question, answer))[-self.max_turns :]
-                    updated = PhotoSession(session.photos, session.video, turns,
-                                           session.expires_at, time.time())
+                    updated = dataclasses.replace(session, turns=turns, last_at=time.time())
                     pipe.multi()
                     pipe.set(key, updated.to_json(), keepttl=True)
                     pipe.execute()
@@ -130,18 +140,40 @@ class Conversations:
                     continue
         return False
 
-    def clear(self, messenger: str, user: str) -> int:
+    def clear(self, messenger: str, chat: str) -> int:
         """End the session and delete its photos; returns how many files went."""
-        raw = self.r.getdel(keys.photo_session(messenger, user))
+        raw = self.r.getdel(keys.photo_session(messenger, chat))
         if not raw:
             return 0
         return self.store.delete(PhotoSession.from_json(raw).photos)
 
-    def forget(self, messenger: str, user: str) -> None:
-        """`기록 삭제`: photos, photo session, last prompt and kept results (the mark that the
-        notice was shown stays: it holds nothing the user said)."""
-        self.clear(messenger, user)
-        self.r.delete(keys.kept(messenger, user), keys.last_prompt(messenger, user))
+    def forget(self, messenger: str, user: str, chat: str = "") -> None:
+        """`기록 삭제`: the person's last prompt, kept results and seed pin, and the photos they
+        sent with their conversation (in a group, another member's photo stays). The mark that
+        the notice was shown stays: it holds nothing the user said."""
+        chat = chat or user
+        key = keys.photo_session(messenger, chat)
+        for _ in range(5):
+            with self.r.pipeline() as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    session = PhotoSession.from_json(raw) if raw else None
+                    theirs = session is not None and (session.owner or chat) == user
+                    pipe.multi()
+                    if theirs:
+                        pipe.delete(key)
+                    pipe.execute()
+                except redis.WatchError:
+                    continue
+            if theirs and session is not None:
+                self.store.delete(session.photos)
+            break
+        self.r.delete(
+            keys.kept(messenger, user),
+            keys.last_prompt(messenger, user),
+            keys.seed_pin(messenger, user),
+        )
 
 
 # The handlers ----------------------------------------------------------------------------------
@@ -184,25 +216,43 @@ class PhotoDesk:
             return error_reply(received.errors, event.lang)
         return self._received(event, received, caption)
 
-    def bytes_in(self, event: Event, fetch: Callable[[int], bytes]) -> Planned:
+    def bytes_in(self, event: Event, fetch: Fetch, ref: str) -> Planned:
         """A photo or clip whose bytes the adapter fetches with the bot's credentials (Telegram,
-        LINE: `fetch(max_bytes)`, raising PhotoError): the same checks, the same private store
-        and the same conversation as a photo by URL."""
-        limits = Limits.from_settings(self.settings)
+        LINE: `fetch(max_bytes, deadline)`, raising PhotoError): the same checks, the same
+        private store and the same conversation as a photo by URL, and the same budget
+        (PHOTO_FETCH_BUDGET_S): what does not arrive in time, or fails for a passing fault, is
+        handed to the worker by `ref` (Telegram's file_id, LINE's message id), never by URL."""
+        s = self.settings
+        limits = Limits.from_settings(s)
+        deadline = event.received_at + s.photo_fetch_budget_s
+        caption = _caption(event.text)
         try:
-            kind, data = check(fetch(max(limits.max_bytes, limits.clip_max_bytes)), limits)
+            if time.time() >= deadline:
+                raise PhotoError("photo_unreachable", "no time left", retryable=True)
+            data = fetch(max(limits.max_bytes, limits.clip_max_bytes), deadline)
+            kind, data = check(data, limits, deadline)
             photo_id = self.store.put(data, kind)
         except PhotoError as exc:
             log.info("photo not used", extra={"why": exc.key, "detail": str(exc)})
+            if exc.retryable:
+                log.info("photo fetch handed to the worker", extra={"pending": 1})
+                request = Request(
+                    photo_refs=(ref,),
+                    question=caption if len(caption) <= s.max_question_chars else "",
+                    language=event.lang,
+                )
+                return ToQueue(request, task="ask", hold_slot=False)
             return error_reply((exc,), event.lang)
         except OSError as exc:
             log.error("photo not stored", extra={"error": str(exc)})
             return error_reply((PhotoError("photo_unreachable"),), event.lang)
         received = Received((photo_id,), kind == "clip", (), ())
-        return self._received(event, received, _caption(event.text))
+        return self._received(event, received, caption)
 
     def _received(self, event: Event, received: Received, caption: str) -> Planned:
-        session = self.sessions.start(event.messenger, event.user, received.ids, received.video)
+        session = self.sessions.start(
+            event.messenger, event.room, received.ids, received.video, owner=event.user
+        )
         log.info("photos received", extra={"count": len(received.ids), "video": received.video})
         if caption:
             return self.ask(event, caption, session)
@@ -224,12 +274,12 @@ class PhotoDesk:
 
     def start_over(self, event: Event) -> Reply:
         """`새 사진`: forget the current photo and its conversation."""
-        self.sessions.clear(event.messenger, event.user)
+        self.sessions.clear(event.messenger, event.room)
         return Reply((Text(say("new_photo", event.lang)),), (quick("quick_help", event.lang),))
 
     def forget(self, event: Event) -> Reply:
-        """`기록 삭제`: delete the user's photos, sessions and kept results at once."""
-        self.sessions.forget(event.messenger, event.user)
+        """`기록 삭제`: delete the person's data and the photos they sent, at once."""
+        self.sessions.forget(event.messenger, event.user, event.room)
         log.info("user history deleted")
         return Reply((Text(say("forgotten", event.lang)),), (quick("quick_help", event.lang),))
 

@@ -12,7 +12,12 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Event:
-    """One incoming message, parsed."""
+    """One incoming message, parsed.
+
+    `user` is the person who wrote it: their limits, block, kept results and last prompt.
+    `chat` is where it was written (a group, or the person's own chat when empty): the photo
+    session and where answers go. `reply_to_message` is the asker's message the answer replies
+    to in a group (Telegram's message_id, LINE's quoteToken)."""
 
     messenger: str
     user: str
@@ -26,6 +31,19 @@ class Event:
     # Kakao must be answered within 5 seconds, so its webhook waits briefly for the result.
     # Telegram and LINE let the bot send later: their webhooks never wait (False).
     waits: bool = True
+    chat: str = ""
+    reply_to_message: str = ""
+    command: str = ""  # `draw`: the text is a prompt, whatever else it looks like (`/draw`)
+
+    @property
+    def room(self) -> str:
+        """The chat the message came from: a group's id, or the person's own."""
+        return self.chat or self.user
+
+    @property
+    def in_group(self) -> bool:
+        """Written in a group (or LINE room), where several people share the chat."""
+        return self.room != self.user
 
 
 @dataclass(frozen=True)

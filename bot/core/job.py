@@ -37,6 +37,10 @@ class Request:
     question: str = ""
     images: tuple[str, ...] = ()
     photo_urls: tuple[str, ...] = ()
+    # Photos the webhook could not fetch in time from a messenger that holds them (Telegram's
+    # file_id, LINE's message id): the worker fetches them through that messenger's API. Never
+    # a URL holding a token.
+    photo_refs: tuple[str, ...] = ()
     history: tuple[tuple[str, str], ...] = ()
     style: str = ""  # a bot/core/options.py STYLES key; its text is added after translation
     translate: bool = True  # False: the user asked to draw the prompt as written
@@ -59,6 +63,16 @@ class Job:
     received_at: float = 0.0
     lang: str = "ko"
     meta: dict[str, Any] = field(default_factory=dict)
+    # Optional, so jobs queued before they existed still run. `user` is the person; `chat` where
+    # they wrote (a group: the photo session's owner and where the answer goes; empty: the
+    # person's own chat); `reply_to_message` the asker's message the answer replies to.
+    chat: str = ""
+    reply_to_message: str = ""
+
+    @property
+    def room(self) -> str:
+        """Where the answer goes and whose photo session it is: the chat, else the person."""
+        return self.chat or self.user
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form for rq's JSON serializer (flat, so no deep copy is needed)."""
@@ -71,7 +85,7 @@ class Job:
         values = {k: v for k, v in data.items() if k in names}
         request_names = {f.name for f in dataclasses.fields(Request)}
         request = {k: v for k, v in data.get("request", {}).items() if k in request_names}
-        for name in ("images", "photo_urls"):  # JSON brings lists back
+        for name in ("images", "photo_urls", "photo_refs"):  # JSON brings lists back
             request[name] = tuple(request.get(name, ()))
         request["history"] = tuple((str(q), str(a)) for q, a in request.get("history", ()))
         values["request"] = Request(**request)

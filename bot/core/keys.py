@@ -83,6 +83,11 @@ def seen_delivery(messenger: str, delivery_id: str) -> str:
     return f"{P}seen-delivery:{messenger}:{delivery_id}"
 
 
+def line_sent(message_id: str) -> str:
+    """A message the bot sent to a LINE group: a reply quoting it is addressed to the bot."""
+    return f"{P}line-sent:{message_id}"
+
+
 def playground_callback(token: str) -> str:
     """A playground callback token, valid for a minute like Kakao's; holds the page's session."""
     return f"{P}pg:cb:{token}"

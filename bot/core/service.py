@@ -159,7 +159,7 @@ class Core:
         """The user's state this message needs, and the request count, in one round trip."""
         m, u = event.messenger, event.user
         with self.r.pipeline(transaction=False) as pipe:
-            pipe.get(keys.photo_session(m, u))
+            pipe.get(keys.photo_session(m, event.room))  # the chat's; the rest is the person's
             pipe.get(keys.seed_pin(m, u))
             pipe.set(keys.seen_user(m, u), "1", nx=True, ex=self.settings.session_ttl_s)
             metrics.inc(pipe, "requests", messenger=m)
@@ -179,6 +179,8 @@ class Core:
         """What the message asks for (UNREAD: as if the user had no photo session)."""
         if event.image_urls:
             return Action(ActionName.PHOTOS)
+        if event.command == "draw" and event.text:  # `/draw <prompt>`: a prompt, whatever it says
+            return Action(ActionName.DRAW, event.text)
         if self.ops.is_command(event):
             return Action(ActionName.ADMIN, event.text)
         photo = state.photo
@@ -247,10 +249,11 @@ class Core:
             return Reply((Text(say("photo_gone", event.lang)),), help_quick_replies(event.lang))
         return self._plan(event, Action(wanted, str(kept["text"])), state)
 
-    def photo_in(self, event: Event, fetch: Callable[[int], bytes]) -> Outcome:
-        """A photo or clip whose bytes a push messenger's adapter fetches (`fetch(max_bytes)`),
-        its caption a question at once (conversation.PhotoDesk.bytes_in)."""
-        planned = self.desk.bytes_in(event, fetch)
+    def photo_in(self, event: Event, fetch: conversation.Fetch, ref: str) -> Outcome:
+        """A photo or clip whose bytes a push messenger's adapter fetches (`fetch(max_bytes,
+        deadline)`), its caption a question at once; what does not arrive within
+        PHOTO_FETCH_BUDGET_S goes to the worker by `ref` (conversation.PhotoDesk.bytes_in)."""
+        planned = self.desk.bytes_in(event, fetch, ref)
         if isinstance(planned, Reply):
             outcome = _reply(planned, event)
         else:
@@ -334,6 +337,8 @@ class Core:
             reply_to=event.callback_url,
             received_at=event.received_at,
             lang=event.lang,
+            chat=event.chat if event.in_group else "",
+            reply_to_message=event.reply_to_message,
             meta={"extra_quick": [[q.label, q.message] for q in planned.quick_replies]}
             if planned.quick_replies else {},
         )
@@ -406,7 +411,8 @@ class Core:
             save_job=lambda pipe: None,  # set for each attempt below: the job may be rewritten
             claim=handover.claim_record(event.request_id, _slow_path(event), s.record_ttl_s),
             claim_over_s=-1.0 if wait_s < 0.01 else wait_s + ESTIMATE_MARGIN_S,
-            first_look=first_look, seen_ttl_s=s.session_ttl_s, deferred_seed=deferred)
+            first_look=first_look, seen_ttl_s=s.session_ttl_s, deferred_seed=deferred,
+            chat=event.room)
         job = dataclasses.replace(job, meta={**job.meta, "quota_day": ticket.quota_day})
         seen = Admitted()
         for _ in range(MAX_ADMISSION_TRIES):

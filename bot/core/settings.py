@@ -239,6 +239,17 @@ class Settings:
         "required in production when TELEGRAM_TOKEN is set. Letters, digits, _ and -.",
     )
     telegram_api_base: str = _setting("https://api.telegram.org", "Telegram Bot API base URL.")
+    telegram_bot_username: str = _setting(
+        "",
+        "The bot's Telegram username (without @): in groups the bot answers mentions of it, "
+        "replies to its messages and `/command@username`.",
+    )
+    group_answer_all: bool = _setting(
+        False,
+        "In Telegram and LINE groups, answer every message (false: only those addressed to the "
+        "bot: a mention, a reply to the bot, a command).",
+        _bool,
+    )
     line_channel_secret: str = _setting(
         "", "LINE channel secret: checks X-Line-Signature (empty: no LINE)."
     )

@@ -19,13 +19,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bot.core import payload
+import redis
+
+from bot.core import keys, payload
 from bot.core.errors import NotAMessengerRequest, Unauthorized
 from bot.core.events import Event, Picture, Reply
 from bot.core.photos import PhotoError
 from bot.core.settings import Settings
 from bot.core.texts import detect_lang
 from bot.core.urlguard import FetchError, UrlGuard, UrlRefused
+from bot.messengers.shared import strip_spans, utf16_span
 
 NAME = "line"
 SIGNATURE_HEADER = "X-Line-Signature"
@@ -57,6 +60,8 @@ class Message:
     image_id: str | None = None  # message id of an image, fetched from the content API
     unsupported: str | None = None  # the type of a message we cannot read
     welcome: bool = False  # a follow event: the user added the bot
+    unaddressed: bool = False  # a group message not addressed to the bot: left alone
+    quoted: str = ""  # the message this one quotes (quotedMessageId): the bot's, it is for us
 
 
 # --- signature and parsing -------------------------------------------------------------------
@@ -91,7 +96,7 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def _chat(source: dict[str, Any]) -> str | None:
-    """Who we talk to: the user, or the group or room the message came from."""
+    """Where we answer: the group or room the message came from, or the user's own chat."""
     for field in ("groupId", "roomId", "userId"):
         value = source.get(field)
         if isinstance(value, str) and value:
@@ -99,8 +104,30 @@ def _chat(source: dict[str, Any]) -> str | None:
     return None
 
 
-def parse(body: bytes, received_at: float) -> list[Message]:
-    """The message and follow events of a webhook body; other events are skipped."""
+def _self_mentions(text: str, message: dict[str, Any]) -> list[tuple[int, int]]:
+    """The spans of the text that mention the bot (`mention.mentionees[].isSelf`), as (start,
+    end) in Python characters (LINE counts index and length in UTF-16 code units)."""
+    spans = []
+    mentionees = _dict(message.get("mention")).get("mentionees")
+    for item in mentionees if isinstance(mentionees, list) else []:
+        item = _dict(item)
+        index, length = item.get("index"), item.get("length")
+        if item.get("isSelf") is not True or not isinstance(index, int):
+            continue
+        if not isinstance(length, int) or index < 0 or length <= 0:
+            continue
+        spans.append(utf16_span(text, index, length))
+    return spans
+
+
+def parse(body: bytes, received_at: float, answer_all: bool = False) -> list[Message]:
+    """The message and follow events of a webhook body; other events are skipped.
+
+    The event's `user` is the person (`source.userId`) and its `chat` the group or room: its
+    members share the photo session while each keeps their own limits, results and last
+    prompt. In a group only messages that mention the bot are answered (unless `answer_all`):
+    others come back `unaddressed` (a reply quoting one of the bot's messages is for the bot,
+    which the caller knows by `quoted`), and the mention is taken out of the text."""
     data = payload.loads(body)  # JSON text, or NotAMessengerRequest
     if not isinstance(data, dict) or not isinstance(data.get("events"), list):
         raise NotAMessengerRequest("no events")
@@ -113,22 +140,33 @@ def parse(body: bytes, received_at: float) -> list[Message]:
         event_id = item.get("webhookEventId")
         if kind not in {"message", "follow"} or chat is None or not isinstance(token, str):
             continue
+        source = _dict(item.get("source"))
+        person = source.get("userId")
+        person = person if isinstance(person, str) and person else chat
         message = _dict(item.get("message"))
         mtype = message.get("type") if kind == "message" else None
         mtype = mtype if isinstance(mtype, str) else None  # a list would not hash
         text = message.get("text", "") if mtype == "text" else ""
-        text = text.strip() if isinstance(text, str) else ""
+        text = text if isinstance(text, str) else ""
+        mentions = _self_mentions(text, message) if mtype == "text" else []
+        text = strip_spans(text, mentions)
         request_id = uuid.uuid4().hex
+        quote = message.get("quoteToken")
+        quoted = message.get("quotedMessageId")
+        group = source.get("type") in {"group", "room"} or chat != person
+        unaddressed = group and not answer_all and not mentions
         event = Event(
             messenger=NAME,
-            user=chat,
+            user=person,
             text=text,
             received_at=received_at,
             request_id=request_id,
-            callback_url=token,  # the reply handle; the push target is the user (chat) id
+            callback_url=token,  # the reply handle; the push target is the chat
             trigger=str(mtype or kind),
             lang=detect_lang(text),
             waits=False,  # the worker sends the answer whenever it is ready
+            chat=chat,
+            reply_to_message=quote if isinstance(quote, str) and chat != person else "",
         )
         image_id = message.get("id") if mtype in {"image", "video"} else None
         found.append(
@@ -139,6 +177,8 @@ def parse(body: bytes, received_at: float) -> list[Message]:
                 image_id=str(image_id) if image_id is not None else None,
                 unsupported=None if mtype in {"text", "image", "video", None} else str(mtype),
                 welcome=kind == "follow",
+                unaddressed=unaddressed,
+                quoted=quoted if isinstance(quoted, str) else "",
             )
         )
     return found
@@ -151,8 +191,9 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def render(reply: Reply) -> list[dict[str, Any]]:
-    """LINE message objects (at most 5); quick replies go on the last one."""
+def render(reply: Reply, quote_token: str = "") -> list[dict[str, Any]]:
+    """LINE message objects (at most 5); quick replies go on the last one. `quote_token`
+    (groups): the first text quotes the asker's message."""
     messages: list[dict[str, Any]] = []
     for part in reply.parts:
         if isinstance(part, Picture):
@@ -170,6 +211,10 @@ def render(reply: Reply) -> list[dict[str, Any]]:
         messages[texts[-2]]["text"] = _clip(messages[texts[-2]]["text"] + "\n\n" + last, MAX_TEXT)
     if not messages:
         messages = [{"type": "text", "text": "…"}]
+    if quote_token:
+        first = next((m for m in messages if m["type"] == "text"), None)
+        if first is not None:
+            first["quoteToken"] = quote_token
     if reply.quick_replies:
         messages[-1]["quickReply"] = {
             "items": [
@@ -199,8 +244,11 @@ class LineApi:
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", **(extra or {})}
 
-    def post(self, path: str, payload: dict[str, Any], retry_key: str | None = None) -> None:
-        """POST a JSON body to the Messaging API; raises LineError unless it answers 2xx."""
+    def post(
+        self, path: str, payload: dict[str, Any], retry_key: str | None = None
+    ) -> dict[str, Any]:
+        """POST a JSON body to the Messaging API; its JSON answer ({} when it has none); raises
+        LineError unless it answers 2xx."""
         headers = self._headers({"Content-Type": "application/json"})
         if retry_key:
             headers["X-Line-Retry-Key"] = retry_key  # a retried push is delivered once
@@ -214,7 +262,7 @@ class LineApi:
         except FetchError as exc:
             raise LineError(f"{path}: {exc}", status=None, retryable=exc.retryable) from exc
         if response.status == 409 and retry_key:
-            return  # LINE already accepted this retry key: the push went out
+            return {}  # LINE already accepted this retry key: the push went out
         if not 200 <= response.status < 300:
             detail = response.body[:200].decode("utf-8", "replace")
             raise LineError(
@@ -222,24 +270,37 @@ class LineApi:
                 status=response.status,
                 retryable=response.status == 429 or response.status >= 500,
             )
+        try:
+            answer = json.loads(response.body or b"{}")
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            answer = {}
+        return _dict(answer)
 
-    def content_bytes(self, message_id: str, max_bytes: int) -> bytes:
+    def content_bytes(
+        self, message_id: str, max_bytes: int, deadline: float | None = None
+    ) -> bytes:
         """The bytes of a photo or clip the user sent, by message id; PhotoError when they
-        cannot be had."""
+        cannot be had, retryable when the `deadline` (epoch s) passed or the fault may pass."""
         url = f"{self.content}/v2/bot/message/{message_id}/content"
+        timeout_s = None if deadline is None else deadline - time.time()
+        if timeout_s is not None and timeout_s <= 0.01:
+            raise PhotoError("photo_unreachable", "no time left", retryable=True)
         try:
             response = self.guard.request(
-                "GET", url, "line", headers=self._headers(), max_bytes=max_bytes
+                "GET", url, "line", headers=self._headers(), max_bytes=max_bytes,
+                timeout_s=timeout_s,
             )
         except UrlRefused as exc:
             raise PhotoError("photo_host", exc.reason) from exc
         except FetchError as exc:
             too_big = exc.status is not None and 200 <= exc.status < 300
-            raise PhotoError("photo_too_big" if too_big else "photo_unreachable", str(exc)) from exc
+            key = "photo_too_big" if too_big else "photo_unreachable"
+            raise PhotoError(key, str(exc), retryable=exc.retryable) from exc
         if response.status in {404, 410}:
             raise PhotoError("photo_expired", f"content {response.status}")
         if response.status != 200:  # 202: a video LINE is still preparing
-            raise PhotoError("photo_unreachable", f"content {response.status}")
+            passing = response.status == 202 or response.status >= 500
+            raise PhotoError("photo_unreachable", f"content {response.status}", retryable=passing)
         return response.body
 
 
@@ -251,22 +312,32 @@ def reply_or_push(
     received_at: float,
     window_s: float,
     retry_key: str,
+    quote_token: str = "",
+    sent: list[str] | None = None,
 ) -> str:
-    """Send through the reply token while it is fresh, else (or when refused) push.
+    """Send through the reply token while it is fresh, else (or when refused) push to the
+    chat `to`; in a group the answer quotes the asker's message (`quote_token`). The ids of
+    the messages sent are added to `sent` (a reply quoting one of them is for the bot).
 
     Returns `reply` or `push` when sent, `error` when neither went out.
     """
-    messages = render(reply)
+    messages = render(reply, quote_token)
     if reply_token and time.time() - received_at < window_s:
         try:
-            api.post("/v2/bot/message/reply", {"replyToken": reply_token, "messages": messages})
+            answer = api.post(
+                "/v2/bot/message/reply", {"replyToken": reply_token, "messages": messages}
+            )
+            _sent_ids(answer, sent)
             return "reply"
         except LineError as exc:
             # 400 is LINE's answer to a used or expired token; the push still reaches the user.
             log.info("reply token not used", extra={"error": str(exc)})
     for attempt in range(3):
         try:
-            api.post("/v2/bot/message/push", {"to": to, "messages": messages}, _uuid(retry_key))
+            answer = api.post(
+                "/v2/bot/message/push", {"to": to, "messages": messages}, _uuid(retry_key)
+            )
+            _sent_ids(answer, sent)
             return "push"
         except LineError as exc:
             log.warning("line push failed", extra={"error": str(exc), "attempt": attempt + 1})
@@ -274,6 +345,34 @@ def reply_or_push(
                 break
             time.sleep(0.5 * (attempt + 1))
     return "error"
+
+
+SENT_TTL_S = 3 * 86400  # how long a reply quoting the bot's group message still reaches it
+
+
+def remember_sent(r: redis.Redis, ids: list[str]) -> None:
+    """Mark messages the bot sent to a group: a message quoting one of them is for the bot."""
+    if ids:
+        with r.pipeline(transaction=False) as pipe:
+            for message_id in ids:
+                pipe.set(keys.line_sent(message_id), "1", ex=SENT_TTL_S)
+            pipe.execute()
+
+
+def quotes_the_bot(r: redis.Redis, message: Message) -> bool:
+    """A group message that quotes one of the bot's own messages."""
+    return bool(message.quoted) and bool(r.exists(keys.line_sent(message.quoted)))
+
+
+def _sent_ids(answer: dict[str, Any], sent: list[str] | None) -> None:
+    """The ids in a reply's or push's `sentMessages`, added to `sent`."""
+    if sent is None:
+        return
+    found = answer.get("sentMessages")
+    for item in found if isinstance(found, list) else []:
+        message_id = _dict(item).get("id")
+        if isinstance(message_id, str) and message_id:
+            sent.append(message_id)
 
 
 def loading(api: LineApi, chat: str, seconds: int = 20) -> None:

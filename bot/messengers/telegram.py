@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,7 +24,7 @@ from bot.core.settings import Settings
 from bot.core.stores import picture_bytes
 from bot.core.texts import detect_lang
 from bot.core.urlguard import FetchError, UrlGuard, UrlRefused
-from bot.messengers.shared import check_secret
+from bot.messengers.shared import check_secret, strip_spans, utf16_span
 
 NAME = "telegram"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -80,6 +81,20 @@ class Update:
     event: Event | None = None  # None: an update we do not answer (edits, channel posts, ...)
     photo_file_id: str | None = None  # the largest size of a photo (or an image sent as a file)
     unsupported: str | None = None  # the kind of a message we cannot read
+    unaddressed: bool = False  # a group message not addressed to the bot: left alone
+
+
+@dataclass(frozen=True)
+class Groups:
+    """How the bot behaves in groups: its username (mentions, replies, `/command@name`) and
+    whether it answers every message."""
+
+    username: str = ""
+    answer_all: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Groups:
+        return cls(settings.telegram_bot_username.lstrip("@"), settings.group_answer_all)
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -97,13 +112,59 @@ def _lang(text: str, language_code: Any) -> str:
     return "en" if code and not code.lower().startswith("ko") else "ko"
 
 
-def _command(text: str) -> str:
-    """`/start@KoalaTalkBot payload` -> `/start` (the bot's name in group chats is dropped)."""
+COMMANDS = frozenset({"/start", "/help", "/draw"})
+GROUP_CHATS = frozenset({"group", "supergroup"})
+
+
+def _command(text: str) -> tuple[str, str, str]:
+    """A command's text, our command's name, and the bot it names (`/cmd@name`), if any.
+
+    `/start@KoalaTalkBot payload` -> `/start`; `/draw@KoalaTalkBot 고양이` -> `고양이` with
+    `draw`. Other commands keep their words; other text is returned as it is."""
     if not text.startswith("/"):
-        return text
+        return text, "", ""
     head, _, rest = text.partition(" ")
-    head = head.split("@", 1)[0]
-    return head if head in {"/start", "/help"} else f"{head} {rest}".strip()
+    head, _, name = head.partition("@")
+    if head == "/draw":
+        return rest.strip(), "draw", name
+    if head in COMMANDS:
+        return head, head[1:], name
+    return f"{head} {rest}".strip(), "", name
+
+
+def _mentions_of(text: str, entities: Any, username: str) -> list[tuple[int, int]]:
+    """Where the text mentions the bot (`@username`), as (start, end) in Python characters.
+
+    Telegram counts entity offsets in UTF-16 code units; a mention entity is used when there
+    is one, and a plain `@username` word in the text is found either way."""
+    if not username:
+        return []
+    spans: list[tuple[int, int]] = []
+    for entity in entities if isinstance(entities, list) else []:
+        entity = _dict(entity)
+        offset, length = entity.get("offset"), entity.get("length")
+        if entity.get("type") != "mention" or not isinstance(offset, int):
+            continue
+        if not isinstance(length, int) or offset < 0 or length <= 0:
+            continue
+        start, end = utf16_span(text, offset, length)
+        if text[start:end].lower() == "@" + username.lower():
+            spans.append((start, end))
+    pattern = re.compile(r"(?<![\w@])@" + re.escape(username) + r"(?!\w)", re.IGNORECASE)
+    spans.extend(m.span() for m in pattern.finditer(text))
+    return sorted(set(spans))
+
+
+def _to_bot(message: dict[str, Any], username: str) -> bool:
+    """A reply to one of the bot's own messages."""
+    author = _dict(_dict(message.get("reply_to_message")).get("from"))
+    name = author.get("username")
+    return (
+        author.get("is_bot") is True
+        and isinstance(name, str)
+        and bool(username)
+        and name.lower() == username.lower()
+    )
 
 
 def _area(size: dict[str, Any]) -> int:
@@ -134,8 +195,24 @@ def _media_file_id(message: dict[str, Any]) -> str | None:
     return None
 
 
-def parse(body: bytes, received_at: float, request_id: str) -> Update:
-    """Parse a webhook update; NotAMessengerRequest when it is not one."""
+def _person(message: dict[str, Any], chat_id: int | str) -> str:
+    """Who wrote: `from.id` (an anonymous group admin or a channel: `sender_chat.id`)."""
+    for field in ("sender_chat", "from"):
+        found = _dict(message.get(field)).get("id")
+        if isinstance(found, int | str) and not isinstance(found, bool):
+            return str(found)
+    return str(chat_id)
+
+
+def parse(
+    body: bytes, received_at: float, request_id: str, groups: Groups = Groups()
+) -> Update:
+    """Parse a webhook update; NotAMessengerRequest when it is not one.
+
+    The event's `user` is the person (`from.id`) and its `chat` the chat: in a group its members
+    share the photo session while each keeps their own limits, results and last prompt. In a
+    group only what is addressed to the bot is answered (a mention, a reply to the bot, a
+    command), unless `groups.answer_all`; mentions of the bot are taken out of the text."""
     data = payload.loads(body)  # JSON text, or NotAMessengerRequest
     if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
         raise NotAMessengerRequest("no update_id")
@@ -148,15 +225,23 @@ def parse(body: bytes, received_at: float, request_id: str) -> Update:
     sender = _dict(message.get("from"))
     raw_text: str | None = message["text"] if isinstance(message.get("text"), str) else None
     caption: str = message["caption"] if isinstance(message.get("caption"), str) else ""
+    written = raw_text if raw_text is not None else caption
+    entities = message.get("entities" if raw_text is not None else "caption_entities")
     photo = _media_file_id(message)
-    text = _command((raw_text if raw_text is not None else caption).strip())
+    group = chat.get("type") in GROUP_CHATS
+    mentions = _mentions_of(written, entities, groups.username)
+    text, command, named = _command(strip_spans(written, mentions))
+    other_bot = bool(named and groups.username) and named.lower() != groups.username.lower()
+    to_us = bool(mentions or command or named or _to_bot(message, groups.username))
+    if other_bot or (group and not groups.answer_all and not to_us):
+        return Update(update_id, str(chat_id), unaddressed=True)
     unsupported = None
     if raw_text is None and photo is None:
         unsupported = next((kind for kind in UNSUPPORTED if kind in message), "other")
+    message_id = message.get("message_id")
     event = Event(
         messenger=NAME,
-        # The chat is the conversation: in a group, its members share one session.
-        user=str(chat_id),
+        user=_person(message, chat_id),
         text=text,
         received_at=received_at,
         request_id=request_id,
@@ -164,6 +249,9 @@ def parse(body: bytes, received_at: float, request_id: str) -> Update:
         trigger="photo" if photo else ("text" if raw_text is not None else unsupported or ""),
         lang=_lang(text, sender.get("language_code")),
         waits=False,  # the worker sends the answer whenever it is ready
+        chat=str(chat_id),
+        reply_to_message=str(message_id) if isinstance(message_id, int) else "",
+        command="draw" if command == "draw" else "",
     )
     return Update(update_id, str(chat_id), event, photo, unsupported)
 
@@ -171,19 +259,27 @@ def parse(body: bytes, received_at: float, request_id: str) -> Update:
 # --- the Bot API -----------------------------------------------------------------------------
 
 
-def _keyboard(reply: Reply) -> dict[str, Any] | None:
-    """Quick replies as a one-time reply keyboard: a tap sends the text, as in KakaoTalk."""
+def _keyboard(reply: Reply, selective: bool = False) -> dict[str, Any] | None:
+    """Quick replies as a one-time reply keyboard: a tap sends the text, as in KakaoTalk.
+
+    `selective` (groups): shown only to the person whose message the answer replies to."""
     if not reply.quick_replies:
         return None
     rows = [[{"text": q.message[:MAX_BUTTON]}] for q in reply.quick_replies[:10]]
-    return {"keyboard": rows, "one_time_keyboard": True, "resize_keyboard": True}
+    keyboard: dict[str, Any] = {"keyboard": rows, "one_time_keyboard": True,
+                                "resize_keyboard": True}
+    if selective:
+        keyboard["selective"] = True
+    return keyboard
 
 
-def render(reply: Reply) -> list[tuple[str, dict[str, Any]]]:
+def render(reply: Reply, reply_to_message: str = "") -> list[tuple[str, dict[str, Any]]]:
     """The Bot API calls for a reply, in order: (method, params).
 
     A picture followed by a text becomes one photo with that text as its caption; the quick
     replies go on the last call. `sendPhoto` params hold the Picture under `photo`.
+    `reply_to_message` (groups): every call replies to the asker's message, and the keyboard
+    is selective, so only the asker sees it.
     """
     calls: list[tuple[str, dict[str, Any]]] = []
     parts = list(reply.parts)
@@ -206,9 +302,15 @@ def render(reply: Reply) -> list[tuple[str, dict[str, Any]]]:
                 calls.append(("sendMessage", {"text": text[start : start + MAX_TEXT]}))
     if not calls:
         calls.append(("sendMessage", {"text": "…"}))
-    keyboard = _keyboard(reply)
+    keyboard = _keyboard(reply, selective=bool(reply_to_message))
     if keyboard is not None:
         calls[-1][1]["reply_markup"] = keyboard
+    if reply_to_message.isdigit():
+        for _, params in calls:
+            params["reply_parameters"] = {
+                "message_id": int(reply_to_message),
+                "allow_sending_without_reply": True,  # the asker may have deleted it
+            }
     return calls
 
 
@@ -223,10 +325,10 @@ class BotApi:
     def _url(self, method: str) -> str:
         return f"{self.base}/bot{self.token}/{method}"
 
-    def call(self, method: str, params: dict[str, Any]) -> Any:
+    def call(self, method: str, params: dict[str, Any], timeout_s: float | None = None) -> Any:
         """A JSON call; returns `result`, raises TelegramError."""
         body = json.dumps(params, ensure_ascii=False).encode()
-        return self._send(method, body, "application/json")
+        return self._send(method, body, "application/json", timeout_s)
 
     def upload(self, method: str, params: dict[str, Any], field: str, data: bytes) -> Any:
         """A multipart call carrying one JPEG under `field`."""
@@ -238,7 +340,9 @@ class BotApi:
         body, content_type = encode_multipart_formdata(fields)
         return self._send(method, body, content_type)
 
-    def _send(self, method: str, body: bytes, content_type: str) -> Any:
+    def _send(
+        self, method: str, body: bytes, content_type: str, timeout_s: float | None = None
+    ) -> Any:
         try:
             response = self.guard.request(
                 "POST",
@@ -246,6 +350,7 @@ class BotApi:
                 "telegram",
                 body=body,
                 headers={"Content-Type": content_type, "Accept": "application/json"},
+                timeout_s=timeout_s,
             )
         except UrlRefused as exc:
             raise TelegramError(f"{method}: refused: {exc.reason}", retryable=False) from exc
@@ -265,14 +370,15 @@ class BotApi:
             retry_after=float(retry_after) if isinstance(retry_after, int | float) else 0.0,
         )
 
-    def download(self, file_id: str, max_bytes: int) -> bytes:
-        """A file's bytes by its file_id (getFile, then the file URL); PhotoError when it
-        cannot be had."""
+    def download(self, file_id: str, max_bytes: int, deadline: float | None = None) -> bytes:
+        """A file's bytes by its file_id (getFile, then the file URL, which holds the token and
+        is never logged or queued); PhotoError when it cannot be had, retryable when the
+        `deadline` (epoch s) passed or the fault may pass."""
         try:
-            found = _dict(self.call("getFile", {"file_id": file_id}))
+            found = _dict(self.call("getFile", {"file_id": file_id}, _left(deadline)))
         except TelegramError as exc:
             key = "photo_too_big" if "too big" in str(exc) else "photo_unreachable"
-            raise PhotoError(key, str(exc)) from exc
+            raise PhotoError(key, str(exc), retryable=exc.retryable) from exc
         path = found.get("file_path")
         if not isinstance(path, str) or not path:
             raise PhotoError("photo_unreachable", "getFile gave no file_path")
@@ -281,18 +387,35 @@ class BotApi:
             raise PhotoError("photo_too_big", f"{size} bytes")
         try:
             return self.guard.get(
-                f"{self.base}/file/bot{self.token}/{path}", "telegram", max_bytes=max_bytes
+                f"{self.base}/file/bot{self.token}/{path}", "telegram", max_bytes=max_bytes,
+                timeout_s=_left(deadline),
             ).body
         except UrlRefused as exc:
             raise PhotoError("photo_host", exc.reason) from exc
         except FetchError as exc:
             too_big = exc.status is not None and 200 <= exc.status < 300
-            raise PhotoError("photo_too_big" if too_big else "photo_unreachable", str(exc)) from exc
+            key = "photo_too_big" if too_big else "photo_unreachable"
+            raise PhotoError(key, "file download failed", retryable=exc.retryable) from exc
 
 
-def send(api: BotApi, settings: Settings, store: Any, chat_id: str, reply: Reply) -> str:
-    """Send a reply to a chat; returns SUCCESS, or FAIL (refused for good) or error."""
-    for method, params in render(reply):
+def _left(deadline: float | None) -> float | None:
+    """Seconds until `deadline` (None: the guard's own timeout); a retryable PhotoError when
+    none are left."""
+    if deadline is None:
+        return None
+    left = deadline - time.time()
+    if left <= 0.01:
+        raise PhotoError("photo_unreachable", "no time left", retryable=True)
+    return left
+
+
+def send(
+    api: BotApi, settings: Settings, store: Any, chat_id: str, reply: Reply,
+    reply_to_message: str = "",
+) -> str:
+    """Send a reply to a chat (in a group, as a reply to the asker's message `reply_to_message`);
+    returns SUCCESS, or FAIL (refused for good) or error."""
+    for method, params in render(reply, reply_to_message):
         params = {"chat_id": chat_id, **params}
         try:
             _call_with_retry(api, settings, store, method, params)

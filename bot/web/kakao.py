@@ -1,7 +1,7 @@
 """POST /kakao/skill: verify, parse, hand to the core, render.
 
-Validation order: secret (401), content type and size (400/413), envelope (400), then a request
-Kakao shows the user: from here on every answer is 200 with a Kakao body.
+Validation order: size (413, chunked bodies too), secret (401), content type (400), envelope
+(400), then a request Kakao shows the user: from here on every answer is 200 with a Kakao body.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from bot.core.events import Outcome, Reply, Text
 from bot.core.texts import say
 from bot.messengers import kakao
 from bot.web.context import context
-from bot.web.webhooks import error_response, read_json_body, refusal_reason
+from bot.web.webhooks import check_json_type, error_response, read_body, refusal_reason
 
 log = logging.getLogger(__name__)
 kakao_webhook = Blueprint("kakao", __name__)
@@ -35,8 +35,9 @@ def skill() -> Any:
     settings = app.settings
     with logs.context(request_id):
         try:
-            kakao.verify(request.headers, b"", settings)
-            body = read_json_body(settings.max_body_bytes)
+            body = read_body(settings.max_body_bytes)  # 413 first, before the secret
+            kakao.verify(request.headers, body, settings)
+            check_json_type()
             event, photos = kakao.parse(body, received_at, request_id)
         except Unreadable as exc:
             log.info("unreadable request", extra={"why": str(exc)})

@@ -13,7 +13,17 @@ from bot.core import logs, metrics
 from bot.core.errors import WebhookError
 from bot.core.events import Outcome, Reply, Text
 from bot.core.texts import help_quick_replies, say
-from bot.messengers.line import NAME, LineApi, Message, loading, parse, reply_or_push, verify
+from bot.messengers.line import (
+    NAME,
+    LineApi,
+    Message,
+    loading,
+    parse,
+    quotes_the_bot,
+    remember_sent,
+    reply_or_push,
+    verify,
+)
 from bot.web.context import AppContext, context
 from bot.web.webhooks import first_delivery, forget_delivery, read_body, refusal_reason
 
@@ -32,7 +42,7 @@ def webhook() -> Any:
     try:
         body = read_body(settings.max_body_bytes)
         verify(request.headers, body, settings)
-        messages = parse(body, received_at)
+        messages = parse(body, received_at, settings.group_answer_all)
     except WebhookError as exc:
         metrics.refused(app.redis, refusal_reason(exc))
         log.info("refused line request", extra={"why": str(exc)})
@@ -40,6 +50,8 @@ def webhook() -> Any:
     for message in messages:
         with logs.context(message.event.request_id):
             try:
+                if message.unaddressed and not quotes_the_bot(app.redis, message):
+                    continue  # a group message for the others, not for the bot
                 if not first_delivery(app.redis, NAME, message.event_id):
                     metrics.refused(app.redis, "duplicate")
                     log.info("redelivered event ignored")
@@ -64,8 +76,11 @@ def answer(ctx: AppContext, message: Message) -> None:
         outcome = Outcome(reply=welcome)
     elif message.image_id is not None:
         image_id = message.image_id
+        # Fetched within PHOTO_FETCH_BUDGET_S; later than that, the worker fetches it by id.
         outcome = ctx.core.photo_in(
-            event, lambda max_bytes: api.content_bytes(image_id, max_bytes)
+            event,
+            lambda max_bytes, deadline: api.content_bytes(image_id, max_bytes, deadline),
+            image_id,
         )
     else:
         outcome = ctx.core.handle(event)  # counts the request itself
@@ -78,18 +93,23 @@ def deliver_outcome(api: LineApi, ctx: AppContext, message: Message, outcome: Ou
     """Send what the core answered now; an acknowledgement shows the loading animation."""
     event = message.event
     if outcome.ack is not None:
-        loading(api, event.user)  # the reply token stays unused: the worker answers with it
+        loading(api, event.room)  # the reply token stays unused: the worker answers with it
         return
     assert outcome.reply is not None
+    sent: list[str] = []
     how = reply_or_push(
         api,
         outcome.reply,
         message.reply_token,
-        event.user,
+        event.room,
         event.received_at,
         ctx.settings.line_reply_window_s,
         event.request_id,
+        event.reply_to_message,
+        sent,
     )
+    if event.in_group:
+        remember_sent(ctx.redis, sent)
     metrics.inc(ctx.redis, "deliveries", messenger=NAME, how=how)
     if how == "error" and outcome.reply.kind == "result":
         ctx.core.sessions.keep(NAME, event.user, outcome.reply)

@@ -17,9 +17,24 @@ from bot.core import logs, metrics
 from bot.core.errors import WebhookError
 from bot.core.events import Event, Outcome, Reply, Text
 from bot.core.texts import say
-from bot.messengers.telegram import NAME, BotApi, Update, chat_action, parse, send, verify
+from bot.messengers.telegram import (
+    NAME,
+    BotApi,
+    Groups,
+    Update,
+    chat_action,
+    parse,
+    send,
+    verify,
+)
 from bot.web.context import AppContext, context
-from bot.web.webhooks import first_delivery, forget_delivery, read_json_body, refusal_reason
+from bot.web.webhooks import (
+    check_json_type,
+    first_delivery,
+    forget_delivery,
+    read_body,
+    refusal_reason,
+)
 
 log = logging.getLogger(__name__)
 telegram_webhook = Blueprint("telegram", __name__)
@@ -36,12 +51,16 @@ def webhook() -> Any:
         return jsonify({"error": "NotFound", "detail": "Telegram is not configured"}), 404
     with logs.context(request_id):
         try:
-            verify(request.headers, b"", settings)
-            update = parse(read_json_body(settings.max_body_bytes), received_at, request_id)
+            body = read_body(settings.max_body_bytes)  # 413 first, before the secret
+            verify(request.headers, body, settings)
+            check_json_type()
+            update = parse(body, received_at, request_id, Groups.from_settings(settings))
         except WebhookError as exc:
             metrics.refused(app.redis, refusal_reason(exc))
             log.info("refused telegram request", extra={"why": str(exc)})
             return jsonify({"error": type(exc).__name__, "detail": str(exc)}), exc.status
+        if update.unaddressed:  # a group message for the others: nothing to do, nothing kept
+            return jsonify({"ok": True})
         key = str(update.update_id)
         try:
             if not first_delivery(app.redis, NAME, key):
@@ -71,12 +90,16 @@ def answer(ctx: AppContext, update: Update) -> None:
     api = BotApi(ctx.guard, ctx.settings)
     if update.unsupported is not None:
         metrics.refused(ctx.redis, "unsupported")
-        send(api, ctx.settings, ctx.store, update.chat_id, _text(say("unsupported", event.lang)))
+        unsupported = _text(say("unsupported", event.lang))
+        send(api, ctx.settings, ctx.store, update.chat_id, unsupported, _quoted(event))
         return
     if update.photo_file_id is not None:
         file_id = update.photo_file_id
         chat_action(api, update.chat_id, "typing")
-        outcome = ctx.core.photo_in(event, lambda cap: api.download(file_id, cap))
+        # Fetched within PHOTO_FETCH_BUDGET_S; later than that, the worker fetches it by file_id.
+        outcome = ctx.core.photo_in(
+            event, lambda cap, deadline: api.download(file_id, cap, deadline), file_id
+        )
     else:
         outcome = ctx.core.handle(event)
     deliver_outcome(api, ctx, update.chat_id, event, outcome)
@@ -88,15 +111,20 @@ def deliver_outcome(
     """Send what the core answered now; an acknowledgement shows a chat action and its text."""
     if outcome.ack is not None:
         # A question about a photo is typed; anything else is a picture on its way.
-        asking = ctx.core.conversations.current(NAME, event.user) is not None
+        asking = ctx.core.conversations.current(NAME, event.room) is not None
         chat_action(api, chat_id, "typing" if asking else "upload_photo")
-        send(api, ctx.settings, ctx.store, chat_id, _text(outcome.ack.text))
+        send(api, ctx.settings, ctx.store, chat_id, _text(outcome.ack.text), _quoted(event))
         return
     assert outcome.reply is not None
-    status = send(api, ctx.settings, ctx.store, chat_id, outcome.reply)
+    status = send(api, ctx.settings, ctx.store, chat_id, outcome.reply, _quoted(event))
     metrics.inc(ctx.redis, "deliveries", messenger=NAME, how="direct")
     if status != "SUCCESS" and outcome.reply.kind == "result":
         ctx.core.sessions.keep(NAME, event.user, outcome.reply)  # never lose a picture
+
+
+def _quoted(event: Event) -> str:
+    """The asker's message an answer replies to: in a group only."""
+    return event.reply_to_message if event.in_group else ""
 
 
 def _text(text: str) -> Reply:
