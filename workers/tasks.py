@@ -55,8 +55,9 @@ def _run(rt: Runtime, job: Job, work: Any) -> dict[str, Any]:
         reply, result = work(rt, job)
         elapsed = time.time() - started + result.get("batch_share_s", 0.0)
         metrics.job_done(rt.redis, job.queue, elapsed)
-        admission.record_service_time(
-            rt.redis, admission.service_field(job.queue, job.preset), elapsed)
+        # A storybook records its own batch size's average (admission estimates books by it).
+        field = result.get("service_field") or admission.service_field(job.queue, job.preset)
+        admission.record_service_time(rt.redis, field, elapsed)
         # Free the slot before the hand-over: a user who answers the picture at once is not busy.
         slots.release(rt.redis, job.messenger, job.user, job.request_id)
         if rt.redis.exists(keys.dropped(job.request_id)):
@@ -90,7 +91,7 @@ def _run(rt: Runtime, job: Job, work: Any) -> dict[str, Any]:
 def _refund(rt: Runtime, job: Job) -> None:
     """A job that never gave the user a result does not count against their limits."""
     admission.refund(rt.redis, job.messenger, job.user, job.request_id,
-                     str(job.meta.get("quota_day", "")))
+                     str(job.meta.get("quota_day", "")), int(job.meta.get("pictures", 1)))
 
 
 def _draw(rt: Runtime, job: Job) -> tuple[Reply, dict[str, Any]]:

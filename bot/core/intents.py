@@ -19,6 +19,7 @@ is bot/core/actions.py).
 | a photo is in the session and the message asks to draw (`그려`, `draw`, …) | draw |
 | a photo is in the session: anything else (a follow-up such as `색깔은`) | ask |
 | no photo, and the message mentions a photo or looks like a question | photo_hint |
+| `동화:`, `그림일기:`, `만화:`, `스토리보드:`, `story:`, `diary:`, … | storybook |
 | anything else                                         | draw     |
 
 Photo redraws (`photo_restyle`): `이|그|내 사진을|사진 …` (or `this|my|the photo as|into …`)
@@ -39,7 +40,7 @@ from __future__ import annotations
 
 import re
 
-from bot.core import options
+from bot.core import options, storybook
 from bot.core.actions import Action, ActionName
 
 HELP = {"", "도움말", "help", "?", "？", "사용법", "/help", "/start", "메뉴", "menu"}
@@ -137,6 +138,8 @@ def decide(text: str, has_photo: bool = False) -> Action:
         return Action(ActionName.FORGET)
     if key in SAME_SEED:
         return Action(ActionName.SAME_SEED)
+    if storybook.book_text(text) is not None:
+        return Action(ActionName.STORYBOOK, text.strip())
     style = options.restyle_command(text)
     if style is not None:
         return Action(ActionName.RESTYLE, style)
