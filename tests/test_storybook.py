@@ -398,3 +398,49 @@ def test_the_job_schema_is_backward_compatible() -> None:
     again = Job.from_dict(book.to_dict())
     assert again == book and again.function == "workers.storybook.draw_book"
     assert dataclasses.asdict(again.request)["scenes"] == ("a", "b")
+
+
+# --- The playground ----------------------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+BOOK_SCREENSHOT = Path("/tmp/playground-storybook.png")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium")
+def test_the_playground_shows_a_book_as_a_carousel(
+    make_app: Any, stack: Any, web_port: int, tmp_path: Path
+) -> None:
+    import threading
+
+    from playwright.sync_api import expect, sync_playwright
+    from werkzeug.serving import make_server
+
+    http = make_server("127.0.0.1", web_port, make_app(sync_wait_s=0.0), threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch_persistent_context(
+                str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True,
+                args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
+                viewport={"width": 480, "height": 1100}, locale="ko-KR")
+            try:
+                page = browser.new_page()
+                page.goto(stack["settings"]["public_url"] + "/playground")
+                expect(page.locator("body")).to_have_attribute("data-ready", "1", timeout=15000)
+                page.fill("#input", "동화: 노란 우비를 입은 여자아이가 웅덩이에서 뛰어요. "
+                                    "개구리를 만났어요. 둘이 함께 집에 갔어요. 밤이 되었어요.")
+                page.click("#send")
+                cards = page.locator(".carousel .bubble.card")
+                expect(cards).to_have_count(4, timeout=90000)
+                first = cards.first.locator("img")
+                expect(first).to_have_js_property("complete", True)
+                assert first.evaluate("img => img.naturalWidth") > 0
+                expect(cards.nth(1)).to_contain_text("개구리를 만났어요.")
+                expect(cards.first.locator("a")).to_have_count(2)
+                page.screenshot(path=str(BOOK_SCREENSHOT), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        http.shutdown()
+        thread.join(timeout=10)
