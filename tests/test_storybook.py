@@ -444,3 +444,64 @@ def test_the_playground_shows_a_book_as_a_carousel(
     finally:
         http.shutdown()
         thread.join(timeout=10)
+
+
+# --- Telegram and LINE, end to end -------------------------------------------------------------
+
+
+def test_telegram_gets_one_album_then_the_combined_picture_with_the_keyboard(
+    make_app: Any, messenger_apis: Any
+) -> None:
+    import json
+
+    from tests.test_telegram import new_chat, post, update
+
+    client = make_app().test_client()
+    chat = new_chat()
+    story = "그림일기: 아침에 공원에 갔다 친구를 만났다 같이 그네를 탔다"
+    assert post(client, update(chat, text=story)).status_code == 200
+    albums = messenger_apis.wait_for("telegram", "sendMediaGroup", timeout=90, chat_id=chat)
+    assert len(albums) == 1
+    sent = albums[0].params
+    media = json.loads(sent["media"])
+    captions = [m["caption"] for m in media]
+    assert captions == ["아침에 공원에 갔다", "친구를 만났다", "같이 그네를 탔다"]
+    for i, item in enumerate(media):  # uploaded as bytes, each AI-marked
+        assert item["media"] == f"attach://scene{i}" and is_marked_ai(sent[f"scene{i}"])
+    follow = messenger_apis.wait_for("telegram", "sendPhoto", timeout=30, chat_id=chat)
+    assert is_marked_ai(follow[0].params["photo"])
+    assert "그림일기 3장" in follow[0].params["caption"]
+    keyboard = json.loads(follow[0].params["reply_markup"])["keyboard"]
+    assert ["다시 그리기"] in [[b["text"] for b in row] for row in keyboard]
+
+
+def test_line_gets_an_image_carousel_and_one_text(make_app: Any, messenger_apis: Any) -> None:
+    from tests.test_line import REPLY, event, new_user
+    from tests.test_line import post as post_line
+
+    client = make_app().test_client()
+    item = event(new_user(), {"type": "text", "text": "comic: A cat wakes up. It eats fish."})
+    assert post_line(client, [item]).status_code == 200
+    replies = messenger_apis.wait_for("line", REPLY, timeout=90, replyToken=item["replyToken"])
+    messages = replies[0].params["messages"]
+    assert [m["type"] for m in messages] == ["template", "text"]
+    columns = messages[0]["template"]["columns"]
+    assert len(columns) == 2 and all(c["imageUrl"].startswith("http") for c in columns)
+    assert messages[0]["altText"] == "A cat wakes up. / It eats fish."
+    assert "comic of 2 pictures" in messages[1]["text"]
+
+
+def test_a_prompt_of_several_sentences_offers_a_storybook(make_app: Any,
+                                                         callback_server: Any) -> None:
+    client = make_app(sync_wait_s=0.0).test_client()
+    story = "고양이가 잠을 자요. 꿈속에서 하늘을 날아요."
+    token = "offer" + uuid.uuid4().hex[:8]
+    post_kakao(client, new_user(), story, callback_server.url(token))
+    body = callback_server.wait_for(token, timeout=90)[-1].body
+    offers = [q for q in body["template"]["quickReplies"] if q["label"] == "동화로 그리기"]
+    assert offers and offers[0]["messageText"] == "동화: " + story
+    assert intents.decide(offers[0]["messageText"]).name == ActionName.STORYBOOK
+    token = "single" + uuid.uuid4().hex[:8]
+    post_kakao(client, new_user(), "하늘을 나는 고양이", callback_server.url(token))
+    single = callback_server.wait_for(token, timeout=90)[-1].body
+    assert "quickReplies" in single["template"] and "동화로 그리기" not in str(single)

@@ -12,10 +12,10 @@ import logging
 import time
 from typing import Any
 
-from bot.core import admission, keys, logs, metrics, slots
+from bot.core import admission, keys, logs, metrics, slots, storybook
 from bot.core.blocklist import log_refusal
-from bot.core.events import Picture, Reply, Text
-from bot.core.job import Job
+from bot.core.events import Picture, QuickReply, Reply, Text
+from bot.core.job import Job, Request
 from bot.core.options import STRENGTH_DEFAULT, style_label, style_quick_reply, suggest_styles
 from bot.core.stores import picture_url
 from bot.core.texts import quick, say
@@ -172,10 +172,19 @@ def picture_reply(
             quick("quick_redraw", lang),
             quick("quick_same_seed", lang),
             *(style_quick_reply(key, lang) for key in styles),
+            *book_offer(request, lang),
             quick("quick_help", lang),
         ),
         kind="result",
     )
+
+
+def book_offer(request: Request, lang: str) -> tuple[QuickReply, ...]:
+    """After a prompt of several sentences: one tap draws it as a storybook instead."""
+    if request.source_image or len(storybook.sentences(request.prompt)) < 2:
+        return ()
+    prefix = "story: " if lang == "en" else "동화: "
+    return (QuickReply(say("quick_book", lang), prefix + request.prompt),)
 
 
 def _note(job: Job, key: str) -> Reply:

@@ -392,6 +392,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "장면이 길어서 공통 인물·스타일 설명을 일부 줄였어요.",
         "Some scenes were long, so the shared character or style words were shortened.",
     ),
+    "quick_book": ("동화로 그리기", "as a storybook"),
     "label_open": ("크게 보기", "Open"),
     "label_all": ("한 장으로 보기", "All in one"),
     "kind_storybook": ("동화", "storybook"),
