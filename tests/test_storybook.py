@@ -505,3 +505,53 @@ def test_a_prompt_of_several_sentences_offers_a_storybook(make_app: Any,
     post_kakao(client, new_user(), "하늘을 나는 고양이", callback_server.url(token))
     single = callback_server.wait_for(token, timeout=90)[-1].body
     assert "quickReplies" in single["template"] and "동화로 그리기" not in str(single)
+
+
+@pytest.mark.parametrize("size", [(1216, 832), (832, 1216), (64, 64)])
+def test_card_thumbnails_are_square_whole_and_at_most_1024_wide(size: tuple[int, int]) -> None:
+    from workers.storybook import THUMB, square
+
+    picture = Image.new("RGB", size, (10, 120, 30))
+    thumb = square(picture)
+    assert thumb.width == thumb.height <= THUMB
+    assert thumb.width == min(THUMB, max(size))
+    middle = thumb.getpixel((thumb.width // 2, thumb.height // 2))
+    assert middle == (10, 120, 30)  # the picture is there, centred, not cropped away
+
+
+def test_flagged_pictures_are_withheld_and_their_cards_say_so(redis_client: Any,
+                                                             tmp_path: Path) -> None:
+    """In process, with the tiny model and a checker that flags every picture: each card is a
+    grey placeholder without a link and says why; one model call drew all three scenes."""
+    from bot.core.job import Job, Request
+    from bot.core.sessions import Sessions
+    from bot.core.settings import Settings
+    from bot.core.stores import LocalImageStore
+    from bot.core.urlguard import guard_from_settings
+    from models.safety import SafetyChecker
+    from models.text2image import TextToImage
+    from models.tiny_aux import TINY_SAFETY_FLAG
+    from workers.runtime import Runtime
+    from workers.storybook import _book
+
+    settings = Settings.from_env({}, mode="development", safety_policy="block", preset="tiny",
+                                 max_batch=4, public_url="http://127.0.0.1:9")
+    rt = Runtime(name="in-process", settings=settings, redis=redis_client,
+                 store=LocalImageStore(tmp_path, 60), guard=guard_from_settings(settings),
+                 sessions=Sessions(redis_client, 60, 60), queues=[],
+                 models={"text2image": TextToImage.load("tiny", "cpu"),
+                         "safety": SafetyChecker.load(TINY_SAFETY_FLAG, device="cpu")})
+    scenes = ("A cat wakes up", "The cat eats fish", "The cat sleeps")
+    job = Job(uuid.uuid4().hex, "kakao", new_user(), time.time() + 60, "tiny",
+              Request(prompt=" ".join(scenes), seed=2**32 - 2, language="en", style="comic",
+                      book="comic", scenes=scenes), task="storybook", lang="en")
+    before = redis_client.llen(keys.MODEL_CALLS)
+    reply, result = _book(rt, job)
+    assert result["model_calls"] == 1 and result["withheld"] == 3
+    assert redis_client.llen(keys.MODEL_CALLS) == before + 1
+    cards = reply.parts[0]
+    assert isinstance(cards, Cards) and cards.link == ""  # nothing to combine
+    assert all(c.url and not c.link and "withheld" in c.text for c in cards.cards)
+    text = reply.parts[1]
+    assert isinstance(text, Text) and "3 picture(s) were withheld" in text.text
+    assert "seed 4294967294" in text.text

@@ -41,6 +41,7 @@ PANEL_WIDTH = 320
 CAPTION_SIZE = 18
 CAPTION_LINES = 4
 MARGIN = 16
+THUMB = 1024  # a card's thumbnail: square (LINE's image carousel shows 1:1), at most this wide
 FOOTER = "AI 생성 · KoalaTalk (KOALA)"
 
 
@@ -129,13 +130,17 @@ def _book(rt: Runtime, job: Job) -> tuple[Reply, dict[str, Any]]:
         if screened.image is None:
             withheld += 1
             shown.append(None)
-            placeholder = rt.store.put(to_jpeg(blank(image.size)))
+            placeholder = rt.store.put(to_jpeg(square(blank(image.size))))
             text = f"{scene.sentence} ({say('book_withheld', lang)})"
             cards.append(Card(picture_url(rt.settings, rt.store, placeholder), text))
             continue
         shown.append(screened.image)
         url = picture_url(rt.settings, rt.store, rt.store.put(to_jpeg(screened.image)))
-        cards.append(Card(url, scene.sentence, link=url, alt=say("alt_picture", lang)))
+        thumb = url
+        if screened.image.size[0] != screened.image.size[1] or screened.image.size[0] > THUMB:
+            thumb = picture_url(rt.settings, rt.store,
+                                rt.store.put(to_jpeg(square(screened.image))))
+        cards.append(Card(thumb, scene.sentence, link=url, alt=say("alt_picture", lang)))
     combined_url = ""
     if any(image is not None for image in shown):
         combined = combine(shown, [s.sentence for s in scenes], lang)
@@ -173,6 +178,20 @@ def _book(rt: Runtime, job: Job) -> tuple[Reply, dict[str, Any]]:
         "model_s": round(model_s, 4), "book_s": round(time.perf_counter() - started, 4),
         "service_field": field,
     }
+
+
+def square(image: Any, limit: int = THUMB) -> Any:
+    """A card's thumbnail: the whole picture on a white square at most `limit` wide, so a
+    landscape or portrait picture is neither cropped nor too wide for a carousel."""
+    from PIL import Image
+
+    side = min(limit, max(image.size))
+    scale = side / max(image.size)
+    fitted = image.convert("RGB").resize(
+        (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale))))
+    canvas = Image.new("RGB", (side, side), (255, 255, 255))
+    canvas.paste(fitted, ((side - fitted.size[0]) // 2, (side - fitted.size[1]) // 2))
+    return canvas
 
 
 def blank(size: tuple[int, int]) -> Any:

@@ -195,8 +195,8 @@ def render(reply: Reply) -> list[tuple[str, dict[str, Any]]]:
             # picture, the text after it and the quick replies follow as a second message.
             shown = [c for c in part.cards if c.url][:MAX_ALBUM]
             if len(shown) >= 2:
-                calls.append(("sendMediaGroup", {"media": [
-                    Picture(c.url, c.text[:MAX_CAPTION]) for c in shown]}))
+                calls.append(("sendMediaGroup", {"media": [  # the full pictures, not thumbnails
+                    Picture(c.link or c.url, c.text[:MAX_CAPTION]) for c in shown]}))
             else:
                 parts[:0] = [Picture(c.url, c.alt) for c in shown] + [Text(c.text) for c in shown]
             if part.link:
