@@ -555,3 +555,16 @@ def test_flagged_pictures_are_withheld_and_their_cards_say_so(redis_client: Any,
     text = reply.parts[1]
     assert isinstance(text, Text) and "3 picture(s) were withheld" in text.text
     assert "seed 4294967294" in text.text
+
+
+def test_an_expired_book_offers_to_send_the_book_again() -> None:
+    from bot.core.job import Job, Request
+    from workers.delivery import expired_reply
+
+    scenes = ("고양이가 자요.", "꿈을 꿔요.")
+    job = Job("r", "kakao", "u", 0.0, "tiny", Request(prompt=" ".join(scenes), scenes=scenes,
+                                                      book="diary"), task="storybook")
+    message = expired_reply(job).quick_replies[0].message
+    assert message == "그림일기: 고양이가 자요. 꿈을 꿔요."
+    assert storybook.read(storybook.book_text(message) or storybook.BookText("", "")).scenes == (
+        scenes)

@@ -87,6 +87,14 @@ class Book:
         return self.found.style or KINDS[self.kind].style
 
 
+def prefix_for(kind: str, lang: str) -> str:
+    """The prefix that asks for a book of this kind: `동화:`, `story:`."""
+    names = {"storybook": ("동화", "story"), "diary": ("그림일기", "diary"),
+             "comic": ("만화", "comic"), "storyboard": ("스토리보드", "storyboard")}
+    ko, en = names.get(kind, names["storybook"])
+    return f"{en if lang == 'en' else ko}:"
+
+
 def book_text(text: str) -> BookText | None:
     """The kind and the story of a message that starts with a kind's prefix, else None."""
     match = PREFIX.match(text)
