@@ -568,3 +568,31 @@ def test_an_expired_book_offers_to_send_the_book_again() -> None:
     assert message == "그림일기: 고양이가 자요. 꿈을 꿔요."
     assert storybook.read(storybook.book_text(message) or storybook.BookText("", "")).scenes == (
         scenes)
+
+
+def test_a_book_that_cannot_be_drawn_in_time_is_shortened_with_a_note(
+    make_app: Any, callback_server: Any, stack: Any
+) -> None:
+    """Measured service times that fit two pictures, not four, within the callback's life:
+    the book is drawn with its first two scenes, and the reply says two were left out."""
+    r = stack["redis"]
+    field = "text2image:tiny"
+    saved = r.hgetall(keys.SERVICE_TIMES)
+    client = make_app(sync_wait_s=0.0).test_client()
+    user, token = new_user(), "short" + uuid.uuid4().hex[:8]
+    try:
+        r.hset(keys.SERVICE_TIMES, field, 20.0)  # never measured books: 80 s, 60 s, 40 s
+        for n in (2, 3, 4):
+            r.hdel(keys.SERVICE_TIMES, admission.batch_field(field, n))
+        ack = post_kakao(client, user, "동화: 하나예요. 둘이에요. 셋이에요. 넷이에요.",
+                         callback_server.url(token), budget_s=KAKAO_BUDGET_S)
+        assert ack.get("useCallback") is True, ack
+        body = callback_server.wait_for(token, timeout=90)[-1].body
+        assert wait_until(lambda: not r.exists(keys.slot("kakao", user)), timeout=30)
+    finally:
+        r.delete(keys.SERVICE_TIMES)
+        if saved:
+            r.hset(keys.SERVICE_TIMES, mapping=saved)
+    items = body["template"]["outputs"][0]["carousel"]["items"]
+    assert [i["description"] for i in items] == ["하나예요.", "둘이에요."]
+    assert "마지막 장면 2개를 뺐어요" in text_of(body)
