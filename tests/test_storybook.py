@@ -113,6 +113,9 @@ def test_options_apply_to_the_whole_book_and_leave_the_scenes() -> None:
         ("A little girl in a yellow raincoat jumps in the puddle.", "A little girl in a yellow "
                                                                     "raincoat"),
         ("The old fisherman walked to the sea", "The old fisherman"),
+        ("A koala climbs a tall tree", "A koala"),
+        ("A girl in red boots walks home", "A girl in red boots"),
+        ("A boy with glasses reads a book", "A boy with glasses"),
         ("A cat sleeping on the sofa", "A cat"),
         ("Yesterday I went to the park", ""),  # the sentence does not open with its subject
     ],

@@ -176,6 +176,8 @@ _STOP = {
     "takes", "took", "comes", "came", "says", "said", "loves", "likes", "wants", "stands",
     "stood", "rides", "rode", "reads", "read", "draws", "drew", "sings", "sang", "lives",
     "lived", "opens", "opened", "falls", "fell", "holds", "held", "climbs", "climbed",
+    "play", "run", "walk", "jump", "sit", "look", "eat", "sleep", "fly", "swim", "dance",
+    "sing", "sings", "smile", "smiles", "cry", "cries", "laugh", "laughs",
 }  # fmt: skip
 MAX_CHARACTER_WORDS = 10
 _DANGLING = _ARTICLE | {"in", "with", "of", "on", "at", "and", "wearing"}
@@ -184,9 +186,10 @@ _DANGLING = _ARTICLE | {"in", "with", "of", "on", "at", "and", "wearing"}
 def character(first_scene_english: str) -> str:
     """The shared "character" phrase: the first scene's subject noun phrase (docs/chat.md).
 
-    The English words from the start up to the first verb (a word from a list of common verbs
-    and auxiliaries, or a word ending in -ed or -ing after the phrase's first noun slot), at
-    most ten; a phrase that does not start with an article or a determiner is none, since the
+    The English words from the start up to the first verb, at most ten: a word from a list of
+    common verbs and auxiliaries; or, from the third word on, a word ending in -ed or -ing, or
+    in -s when no preposition came before it (`A koala climbs`; but `A girl in red boots`
+    keeps `boots`). A phrase that does not start with an article or a determiner is none: the
     sentence then does not open with its subject (`Yesterday, ...`)."""
     words = [w.strip(" ,.;:!?\"'") for w in first_scene_english.split()]
     words = [w for w in words if w]
@@ -195,12 +198,23 @@ def character(first_scene_english: str) -> str:
     phrase: list[str] = []
     for i, word in enumerate(words[:MAX_CHARACTER_WORDS + 1]):
         low = word.lower()
-        if low in _STOP or (i >= 2 and low.endswith(("ed", "ing")) and low not in {"wing"}):
+        if low in _STOP or (i >= 2 and len(low) > 4 and low.endswith(("ed", "ing"))):
+            break
+        # A present-tense verb right after the subject's noun: `A koala climbs`, not `in boots`.
+        if i >= 2 and _verb_s(low) and words[i - 1].lower() not in _DANGLING and not any(
+                w.lower() in _DANGLING - _ARTICLE for w in words[1:i]):
             break
         phrase.append(word)
     else:
         return ""  # no verb within reach: not a subject phrase
+    while phrase and phrase[-1].lower() in _DANGLING:
+        phrase.pop()  # never end on `in a`
     return " ".join(phrase) if len(phrase) >= 2 else ""
+
+
+def _verb_s(word: str) -> bool:
+    """A word that may be a verb in -s (`climbs`, `watches`), not `-ss` (`dress`)."""
+    return word.endswith("s") and not word.endswith(("ss", "us", "is")) and len(word) > 3
 
 
 @dataclass(frozen=True)
