@@ -177,7 +177,7 @@ _STOP = {
     "stood", "rides", "rode", "reads", "read", "draws", "drew", "sings", "sang", "lives",
     "lived", "opens", "opened", "falls", "fell", "holds", "held", "climbs", "climbed",
     "play", "run", "walk", "jump", "sit", "look", "eat", "sleep", "fly", "swim", "dance",
-    "sing", "sings", "smile", "smiles", "cry", "cries", "laugh", "laughs",
+    "sing", "smile", "smiles", "cry", "cries", "laugh", "laughs",
 }  # fmt: skip
 MAX_CHARACTER_WORDS = 10
 _DANGLING = _ARTICLE | {"in", "with", "of", "on", "at", "and", "wearing"}
