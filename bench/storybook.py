@@ -116,13 +116,14 @@ def post_body(port: int, body: bytes) -> dict[str, Any]:
         return answer
 
 
-def calls_since(r: Any, before: int) -> list[int]:
-    """The batch sizes of the model calls made since the list held `before` entries."""
+def calls_since(r: Any, before: int) -> list[tuple[int, float]]:
+    """The model calls made since the list held `before` entries: (batch size, seconds)."""
     new = r.llen("kt:modelcalls") - before
-    return [json.loads(c)["size"] for c in r.lrange("kt:modelcalls", 0, new - 1)] if new else []
+    calls = [json.loads(c) for c in r.lrange("kt:modelcalls", 0, new - 1)] if new else []
+    return [(c["size"], c["end"] - c["start"]) for c in calls]
 
 
-Run = tuple[float, int, list[int]]
+Run = tuple[float, int, list[tuple[int, float]]]
 
 
 def book(port: int, r: Any, callbacks: Callbacks) -> Run:
@@ -204,15 +205,17 @@ def main() -> int:
     med = {k: statistics.median(s for s, _, _ in v) for k, v in runs.items()}
     got = {k: [n for _, n, _ in v] for k, v in runs.items()}
     calls = {k: [len(c) for _, _, c in v] for k, v in runs.items()}
-    sizes = {k: [c for _, _, c in v] for k, v in runs.items()}
+    sizes = {k: [[size for size, _ in c] for _, _, c in v] for k, v in runs.items()}
+    model = {k: statistics.median(sum(t for _, t in c) for _, _, c in v) for k, v in runs.items()}
     print(f"\n{args.preset} model on {args.device}, one worker (MAX_BATCH 4), "
           f"{args.rounds} rounds, medians\n")
-    print(f"{'run':<34}{'time to delivery':>18}{'pictures':>10}{'model calls':>13}{'pics/s':>8}")
+    print(f"{'run':<34}{'time to delivery':>18}{'model time':>12}{'pictures':>10}"
+          f"{'model calls':>13}{'pics/s':>8}")
     rows = (("(a) one single picture", "single"), ("(a,b) one 4-scene book", "book"),
             ("(b) four users, one sentence each", "four"))
     for label, key in rows:
         pictures = statistics.median(got[key])
-        print(f"{label:<34}{med[key] * 1000:>15.0f} ms{pictures:>10.0f}"
+        print(f"{label:<34}{med[key] * 1000:>15.0f} ms{model[key] * 1000:>9.0f} ms{pictures:>10.0f}"
               f"{statistics.median(calls[key]):>13.0f}{pictures / med[key]:>8.1f}")
     print(f"\nbatch sizes per round: book {sizes['book']}, four users {sizes['four']}")
     print(f"(a) book / single picture: {med['book'] / med['single']:.2f}x (target <= 1.5x)")
