@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from bot.core import handover, metrics
+from bot.core import handover, metrics, storybook
 from bot.core.events import QuickReply, Reply, Text
 from bot.core.job import Job
 from bot.core.texts import say
@@ -92,6 +92,9 @@ def expired_reply(job: Job) -> Reply:
             kind="late",
         )
     resend = QuickReply(say("quick_resend", job.lang), job.request.prompt[:200])
+    if job.request.scenes:  # a storybook is sent again as one
+        prefix = storybook.prefix_for(job.request.book, job.lang)
+        resend = QuickReply(resend.label, f"{prefix} {job.request.prompt}"[:1000])
     return Reply(
         (Text(say("expired", job.lang, prompt=job.request.prompt[:60])),), (resend,), kind="late"
     )

@@ -7,6 +7,8 @@ Korea's AI Basic Act labelling (from 2026) and the C2PA/IPTC tooling read.
 from __future__ import annotations
 
 import io
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 AI_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
@@ -37,3 +39,22 @@ def to_jpeg(image: Any, quality: int = 90) -> bytes:
 def is_marked_ai(data: bytes) -> bool:
     """True when JPEG bytes carry the trainedAlgorithmicMedia source type."""
     return AI_SOURCE_TYPE.encode() in data
+
+
+# Hangul for the combined storybook picture: Pillow's default font has none (boxes). The
+# vendored NanumSquare (OFL, workers/fonts/OFL.txt) first, then Debian's fonts-nanum.
+HANGUL_FONTS = (
+    Path(__file__).with_name("fonts") / "NanumSquareR.ttf",
+    Path("/usr/share/fonts/truetype/nanum/NanumGothic.ttf"),
+)
+
+
+@cache
+def hangul_font(size: int) -> Any:
+    """A TrueType font with Hangul at `size` pixels; RuntimeError when none is installed."""
+    from PIL import ImageFont
+
+    for path in HANGUL_FONTS:
+        if path.is_file():
+            return ImageFont.truetype(str(path), size)
+    raise RuntimeError("no Hangul font: workers/fonts/NanumSquareR.ttf is missing")

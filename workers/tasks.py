@@ -12,10 +12,10 @@ import logging
 import time
 from typing import Any
 
-from bot.core import admission, keys, logs, metrics, slots
+from bot.core import admission, keys, logs, metrics, slots, storybook
 from bot.core.blocklist import log_refusal
 from bot.core.events import Picture, QuickReply, Reply, Text
-from bot.core.job import Job
+from bot.core.job import Job, Request
 from bot.core.options import STRENGTH_DEFAULT, style_label, style_quick_reply, suggest_styles
 from bot.core.stores import picture_url
 from bot.core.texts import quick, say
@@ -56,8 +56,9 @@ def _run(rt: Runtime, job: Job, work: Any) -> dict[str, Any]:
         reply = with_extra_quick(reply, job)
         elapsed = time.time() - started + result.get("batch_share_s", 0.0)
         metrics.job_done(rt.redis, job.queue, elapsed)
-        admission.record_service_time(
-            rt.redis, admission.service_field(job.queue, job.preset), elapsed)
+        # A storybook records its own batch size's average (admission estimates books by it).
+        field = result.get("service_field") or admission.service_field(job.queue, job.preset)
+        admission.record_service_time(rt.redis, field, elapsed)
         # Free the slot before the hand-over: a user who answers the picture at once is not busy.
         slots.release(rt.redis, job.messenger, job.user, job.request_id)
         if rt.redis.exists(keys.dropped(job.request_id)):
@@ -102,7 +103,7 @@ def with_extra_quick(reply: Reply, job: Job) -> Reply:
 def _refund(rt: Runtime, job: Job) -> None:
     """A job that never gave the user a result does not count against their limits."""
     admission.refund(rt.redis, job.messenger, job.user, job.request_id,
-                     str(job.meta.get("quota_day", "")))
+                     str(job.meta.get("quota_day", "")), int(job.meta.get("pictures", 1)))
 
 
 def _draw(rt: Runtime, job: Job) -> tuple[Reply, dict[str, Any]]:
@@ -183,10 +184,19 @@ def picture_reply(
             quick("quick_redraw", lang),
             quick("quick_same_seed", lang),
             *(style_quick_reply(key, lang) for key in styles),
+            *book_offer(request, lang),
             quick("quick_help", lang),
         ),
         kind="result",
     )
+
+
+def book_offer(request: Request, lang: str) -> tuple[QuickReply, ...]:
+    """After a prompt of several sentences: one tap draws it as a storybook instead."""
+    if request.source_image or len(storybook.sentences(request.prompt)) < 2:
+        return ()
+    prefix = "story: " if lang == "en" else "동화: "
+    return (QuickReply(say("quick_book", lang), prefix + request.prompt),)
 
 
 def _note(job: Job, key: str) -> Reply:

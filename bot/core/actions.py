@@ -36,6 +36,7 @@ class ActionName(StrEnum):
     ASK_INSTEAD = "ask_instead"  # the quick reply `사진에 대해 묻기`: the kept message, asked
     PHOTOS = "photos"  # photos or a clip arrived (decided by the core, not by words)
     ADMIN = "admin"  # an operator's `/…` command (decided by the core: it knows operators)
+    STORYBOOK = "storybook"  # `동화: …`, `그림일기: …`: a story drawn as 2-6 pictures in one batch
 
 
 # The actions that become a drawing request (bot/core/drawing.py `Drawing.plan`).

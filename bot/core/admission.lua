@@ -46,10 +46,12 @@ local claim_ttl = ARGV[21]
 local deferred_seed = ARGV[22] == '1'  -- the job's seed is ours to choose: a pinned seed wins
 local take_pin = ARGV[23] == '1'       -- the job carries the pinned seed: delete the pin
 local claim_over = tonumber(ARGV[24])  -- take the claim when the estimate passes this (s)
+local pictures = math.max(1, tonumber(ARGV[25]))      -- a storybook counts its pictures
+local min_pictures = math.max(1, tonumber(ARGV[26]))  -- and may shrink to this many
 
 -- Statuses, as admission.Status numbers them (a test keeps the two in step).
-local KEPT, DUPLICATE, RATE, QUOTA, BUSY, TOO_SLOW, ADMITTED, BLOCKED, PHOTO, PINNED =
-  0, 1, 2, 3, 4, 5, 6, 7, 8, 9
+local KEPT, DUPLICATE, RATE, QUOTA, BUSY, TOO_SLOW, ADMITTED, BLOCKED, PHOTO, PINNED, SHORTER =
+  0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 
 local pin, fresh = '', 0
 local function refuse(status, value)
@@ -85,19 +87,31 @@ if check_limits and rate_limit > 0 then
 end
 if check_limits and quota_limit > 0 then
   local used = tonumber(redis.call('GET', quota_key) or '0')
-  if used >= quota_limit then return refuse(QUOTA, tostring(used)) end
+  if used + pictures > quota_limit then return refuse(QUOTA, tostring(used)) end
 end
 if not redis.call('SET', slot_key, request_id, 'NX', 'EX', slot_ttl) then
   return refuse(BUSY, redis.call('GET', slot_key))
 end
 -- The estimate: the job's place in its queue, divided among the live workers, times the
--- moving average of recent service times.
+-- moving average of recent service times. A storybook is one batched job: its own time is the
+-- moving average of books of its size, or, never measured, its pictures drawn one by one.
 local service = tonumber(redis.call('HGET', service_key, service_field) or default_service)
+local function own_time(n)
+  if n <= 1 then return service end
+  return tonumber(redis.call('HGET', service_key, service_field .. ':b' .. n) or service * n)
+end
 local ahead = 0
 if not at_front then ahead = redis.call('LLEN', queue_key) - 1 end
-local estimate = (math.floor(ahead / workers) + 1) * service
+local before = math.floor(math.max(0, ahead) / workers) * service  -- the jobs in front
+local estimate = before + own_time(pictures)
 if estimate > budget then
   redis.call('DEL', slot_key)
+  -- A book that would fit with scenes dropped from its end is written again, shorter.
+  for n = pictures - 1, min_pictures, -1 do
+    if before + own_time(n) <= budget then
+      return refuse(SHORTER, tostring(n))
+    end
+  end
   return refuse(TOO_SLOW, tostring(estimate))
 end
 if check_limits and rate_limit > 0 then
@@ -105,7 +119,7 @@ if check_limits and rate_limit > 0 then
   redis.call('EXPIRE', rate_key, math.ceil(rate_window) + 1)
 end
 if check_limits and quota_limit > 0 then
-  redis.call('INCR', quota_key)
+  redis.call('INCRBY', quota_key, pictures)
   redis.call('EXPIRE', quota_key, 172800)
 end
 redis.call('SET', dedupe_key, request_id, 'EX', dedupe_ttl)

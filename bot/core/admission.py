@@ -47,6 +47,7 @@ class Status(IntEnum):
     BLOCKED = 7  # on the operators' block list
     PHOTO = 8  # first look: the user has a photo session; decide again with it
     PINNED = 9  # first look: the user kept a seed; write the job again with it
+    SHORTER = 10  # a storybook of this many pictures fits the deadline: write it again shorter
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ class Call:
     deferred_seed: bool
     take_pin: bool
     claim_over: float
+    pictures: int
+    min_pictures: int
 
     def keys(self) -> list[str]:
         """KEYS, in order."""
@@ -152,6 +155,8 @@ class Ticket:
     deferred_seed: bool = False  # a seed of our own choosing: a pinned seed wins (PINNED)
     take_pin: bool = False  # the job carries the pinned seed: delete the pin when admitted
     chat: str = ""  # where the person wrote (a group): its photo session; empty: their own
+    pictures: int = 1  # a storybook counts as its pictures against the quota, one batched job
+    min_pictures: int = 1  # a book may be shortened to this many to fit its deadline
 
     def call(self, limits: Limits, now: float) -> Call:
         """The script's inputs for this attempt: built here, and only here."""
@@ -196,6 +201,8 @@ class Ticket:
             deferred_seed=self.deferred_seed,
             take_pin=self.take_pin,
             claim_over=self.claim_over_s,
+            pictures=max(1, self.pictures),
+            min_pictures=max(1, min(self.min_pictures, self.pictures)),
         )
 
 
@@ -259,6 +266,8 @@ def admit(r: redis.Redis, ticket: Ticket, limits: Limits) -> Decision:
         return dataclasses.replace(found, count=int(text))
     if found.status == Status.RATE:
         return dataclasses.replace(found, retry_after_s=float(text))
+    if found.status == Status.SHORTER:
+        return dataclasses.replace(found, count=int(text))
     if found.status == Status.QUOTA:
         return dataclasses.replace(found, count=int(float(text)))
     if found.status == Status.TOO_SLOW:
@@ -299,15 +308,19 @@ class _SavedBadly(Exception):
         self.error = error
 
 
-def refund(r: redis.Redis, messenger: str, user: str, request_id: str, day: str) -> None:
-    """Give back what an admitted job counted, when it is cancelled or never ran."""
+def refund(r: redis.Redis, messenger: str, user: str, request_id: str, day: str,
+           pictures: int = 1) -> None:
+    """Give back what an admitted job counted (a storybook: its pictures), when it is cancelled
+    or never ran."""
     with r.pipeline() as pipe:
         pipe.zrem(keys.user("rate", messenger, user), request_id)
         pipe.eval(
             "local n = tonumber(redis.call('GET', KEYS[1]) or '0') "
-            "if n > 0 then return redis.call('DECR', KEYS[1]) end return 0",
+            "local back = math.min(n, tonumber(ARGV[1])) "
+            "if back > 0 then return redis.call('DECRBY', KEYS[1], back) end return 0",
             1,
             quota_key(messenger, user, day),
+            max(1, pictures),
         )
         pipe.execute()
 
@@ -329,6 +342,12 @@ def record_service_time(r: redis.Redis, field: str, seconds: float, alpha: float
 def service_field(queue: str, preset: str) -> str:
     """The moving average's field: per queue and preset."""
     return f"{queue}:{preset}"
+
+
+def batch_field(field: str, size: int) -> str:
+    """The moving average of one batched call of `size` pictures (a storybook), beside the
+    queue's per-job average `field`; admission.lua builds the same name."""
+    return f"{field}:b{size}"
 
 
 def retry_phrase(seconds: float, lang: str) -> str:

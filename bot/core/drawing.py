@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from bot.core import keys, options
+from bot.core import keys, options, storybook
 from bot.core.actions import Action, ActionName, Planned, ToQueue
 from bot.core.blocklist import BlockList, log_refusal
 from bot.core.events import Ack, Event, Outcome, Part, Reply, Text
@@ -55,6 +55,8 @@ class Drawing:
         lang = event.lang
         if action.name == ActionName.REDRAW:
             return self._redraw(event)
+        if action.name == ActionName.STORYBOOK:
+            return self._book(event, action.text, pin)
         if action.name == ActionName.SAME_SEED:
             return self._same_seed(event)
         if action.name == ActionName.RESTYLE:
@@ -109,14 +111,48 @@ class Drawing:
         last = self.sessions.last_prompt(event.messenger, event.user)
         if last is None:
             return no_last_prompt(event.lang)
-        return ToQueue(request_from(last, seed=new_seed()))
+        return again(request_from(last, seed=new_seed()))
 
     def _restyle(self, event: Event, style: str) -> Planned:
         """The last request in another style, with the same seed so the two compare."""
         last = self.sessions.last_prompt(event.messenger, event.user)
         if last is None:
             return no_last_prompt(event.lang)
-        return ToQueue(request_from(last, style=style))
+        return again(request_from(last, style=style))
+
+    def _book(self, event: Event, text: str, pin: bytes | None) -> Planned:
+        """`동화: …`: the story's scenes, drawn in one batch (bot/core/storybook.py). A block-list
+        word in any scene refuses the whole book, naming that sentence; one sentence is one
+        picture in the kind's style."""
+        lang = event.lang
+        story = storybook.book_text(text)
+        if story is None or not story.text:
+            return Reply((Text(say("book_empty", lang)),), help_quick_replies(lang), kind="error")
+        try:
+            book = storybook.read(story, self.settings.max_prompt_chars)
+        except OptionError as exc:
+            return problem(exc, lang)
+        if not book.scenes:
+            return Reply((Text(say("book_empty", lang)),), help_quick_replies(lang), kind="error")
+        for scene in book.scenes:
+            term = self.blocklist.match(scene)
+            if term is not None:
+                log_refusal("blocklist", scene, self.settings.log_prompts, term=term)
+                return Reply((Text(say("book_blocked", lang, sentence=scene[:60])),),
+                             (quick("quick_help", lang),), kind="error")
+        found = book.found
+        width, height = options.size_for(found.shape, *self.canvas)
+        seed = found.seed if found.seed is not None else self._take_pin(event, pin)
+        request = Request(
+            prompt=" ".join(book.scenes) if len(book.scenes) > 1 else book.scenes[0],
+            negative_prompt=found.negative, width=width, height=height,
+            seed=seed, language=lang, style=book.style,
+            translate=found.translate,
+        )
+        if len(book.scenes) == 1:  # one sentence: one picture in the kind's style
+            return ToQueue(request)
+        return ToQueue(dataclasses.replace(request, book=book.kind, scenes=book.scenes),
+                       task="storybook")
 
     def _same_seed(self, event: Event) -> Reply:
         """`같은 시드로`: keep the last seed for the user's next prompt only."""
@@ -183,7 +219,14 @@ def new_seed() -> int:
 def request_from(stored: dict[str, Any], **changes: Any) -> Request:
     """A Request from a stored one (unknown keys from other versions are dropped)."""
     fields = {k: v for k, v in stored.items() if k in REQUEST_FIELDS}
+    if "scenes" in fields:  # JSON brings lists back
+        fields["scenes"] = tuple(fields["scenes"])
     return Request(**{**fields, **changes})
+
+
+def again(request: Request) -> ToQueue:
+    """A stored request drawn again: a storybook stays a storybook."""
+    return ToQueue(request, task="storybook") if request.scenes else ToQueue(request)
 
 
 def no_last_prompt(lang: str) -> Reply:

@@ -61,7 +61,29 @@ class Picture:
     alt: str
 
 
-Part = Text | Picture
+@dataclass(frozen=True)
+class Card:
+    """One picture of a set (a storybook's scene): the picture, its sentence, and the full
+    picture's link. `url` empty: the picture was withheld, and `text` says so."""
+
+    url: str
+    text: str
+    link: str = ""
+    alt: str = ""
+
+
+@dataclass(frozen=True)
+class Cards:
+    """Pictures that belong together, shown side by side (Kakao's carousel, Telegram's album,
+    LINE's image carousel); `link` is a combined picture of them all, if any."""
+
+    cards: tuple[Card, ...]
+    link: str = ""
+    open_label: str = "크게 보기"  # the button that opens one picture
+    all_label: str = "한 장으로 보기"  # the button that opens the combined picture
+
+
+Part = Text | Picture | Cards
 
 
 @dataclass(frozen=True)
@@ -82,10 +104,13 @@ class Reply:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form."""
-        parts: list[dict[str, str]] = []
+        parts: list[dict[str, Any]] = []
         for part in self.parts:
             if isinstance(part, Picture):
                 parts.append({"image": part.url, "alt": part.alt})
+            elif isinstance(part, Cards):
+                parts.append({"cards": [vars(c) for c in part.cards], "link": part.link,
+                              "labels": [part.open_label, part.all_label]})
             else:
                 parts.append({"text": part.text})
         return {
@@ -101,6 +126,15 @@ class Reply:
         for item in data.get("parts", []):
             if "image" in item:
                 parts.append(Picture(item["image"], item.get("alt", "")))
+            elif "cards" in item:
+                cards = tuple(
+                    Card(str(c.get("url", "")), str(c.get("text", "")), str(c.get("link", "")),
+                         str(c.get("alt", "")))
+                    for c in item["cards"] if isinstance(c, dict)
+                )
+                labels = item.get("labels") or ["크게 보기", "한 장으로 보기"]
+                parts.append(Cards(cards, str(item.get("link", "")), str(labels[0]),
+                                   str(labels[1])))
             else:
                 parts.append(Text(item.get("text", "")))
         quick = tuple(

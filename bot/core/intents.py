@@ -24,6 +24,7 @@ Commands are matched with spacing, punctuation, emoji and laughter (`ㅋㅋ`, `�
 | a drawing request (below)                                  | draw          |
 | a question, or the message mentions a photo: with a photo  | ask           |
 | the same without a photo                                   | photo_hint    |
+| `동화:`, `그림일기:`, `만화:`, `스토리보드:`, `story:`, `diary:`, … | storybook |
 | anything else, with a photo, inside the follow-up window   | ask (+ quick reply: draw) |
 | anything else, with a photo, after the follow-up window    | draw (+ quick reply: ask) |
 | anything else, no photo                                    | draw          |
@@ -57,7 +58,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from bot.core import options
+from bot.core import options, storybook
 from bot.core.actions import Action, ActionName
 from bot.core.texts import MESSAGES
 
@@ -305,6 +306,8 @@ def decide(text: str, has_photo: bool = False, followup: bool = True) -> Action:
     name = command(text)
     if name is not None:
         return Action(name)
+    if storybook.book_text(text) is not None:
+        return Action(ActionName.STORYBOOK, text.strip())
     style = options.restyle_command(text)
     if style is not None:
         return Action(ActionName.RESTYLE, style)

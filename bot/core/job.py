@@ -17,6 +17,7 @@ VISION_LANGUAGE_QUEUE = "vision"
 TASKS = {
     "draw": ("workers.tasks.draw", TEXT_TO_IMAGE_QUEUE),
     "ask": ("workers.vision.ask", VISION_LANGUAGE_QUEUE),
+    "storybook": ("workers.storybook.draw_book", TEXT_TO_IMAGE_QUEUE),
 }
 
 
@@ -46,6 +47,10 @@ class Request:
     translate: bool = True  # False: the user asked to draw the prompt as written
     source_image: str = ""  # a private photo id (bot/core/photos.py): redraw that photo
     strength: float | None = None  # how far a redraw may move from the photo, 0..1
+    # A storybook (task "storybook", bot/core/storybook.py): its kind and one sentence a scene;
+    # scene i is drawn with seed + i.
+    book: str = ""
+    scenes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ class Job:
         values = {k: v for k, v in data.items() if k in names}
         request_names = {f.name for f in dataclasses.fields(Request)}
         request = {k: v for k, v in data.get("request", {}).items() if k in request_names}
-        for name in ("images", "photo_urls", "photo_refs"):  # JSON brings lists back
+        for name in ("images", "photo_urls", "photo_refs", "scenes"):  # JSON brings lists back
             request[name] = tuple(request.get(name, ()))
         request["history"] = tuple((str(q), str(a)) for q, a in request.get("history", ()))
         values["request"] = Request(**request)

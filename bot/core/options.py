@@ -140,6 +140,32 @@ STYLES: dict[str, Style] = {
             "rice paper",
             f"photo, photorealistic, 3d render, vivid colors, {_QUALITY}",
         ),
+        # The default styles of storybooks (bot/core/storybook.py), also usable alone.
+        Style(
+            "crayon",
+            "크레용",
+            "crayon",
+            ("크레용", "크레파스", "그림일기풍", "crayon", "crayon drawing", "children's drawing"),
+            "children's crayon drawing, naive art, wax crayon texture on paper, bright colors",
+            f"photo, photorealistic, 3d render, {_QUALITY}",
+        ),
+        Style(
+            "comic",
+            "만화 컷",
+            "comic panel",
+            ("만화 컷", "만화컷", "코믹", "코믹스", "comic", "comic panel", "comic book"),
+            "comic book panel, bold ink outlines, flat colors, halftone shading",
+            f"photo, photorealistic, 3d render, {_QUALITY}",
+        ),
+        Style(
+            "storybook",
+            "동화 삽화",
+            "storybook",
+            ("동화 삽화", "동화풍", "그림책", "storybook", "storybook illustration",
+             "picture book"),
+            "children's storybook illustration, soft gouache, warm gentle colors",
+            f"photo, photorealistic, 3d render, {_QUALITY}",
+        ),
     )
 }
 # Styles offered as quick replies after a picture, in this order.

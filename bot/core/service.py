@@ -34,6 +34,7 @@ from bot.core import (
     metrics,
     recovery,
     slots,
+    storybook,
 )
 from bot.core.actions import DRAWING, Action, ActionName, Planned, ToQueue
 from bot.core.admission import Status
@@ -196,7 +197,7 @@ class Core:
 
     def _plan(self, event: Event, action: Action, state: UserState) -> Planned:
         name, lang = action.name, event.lang
-        if name in DRAWING or name == ActionName.REDRAW:
+        if name in DRAWING or name in (ActionName.REDRAW, ActionName.STORYBOOK):
             photo = drawing.photo_id(state.photo)
             return self.drawing.plan(event, action, photo, state.seed_pin, not state.read)
         if name == ActionName.ASK and state.photo is not None:
@@ -412,15 +413,19 @@ class Core:
             claim=handover.claim_record(event.request_id, _slow_path(event), s.record_ttl_s),
             claim_over_s=-1.0 if wait_s < 0.01 else wait_s + ESTIMATE_MARGIN_S,
             first_look=first_look, seen_ttl_s=s.session_ttl_s, deferred_seed=deferred,
-            chat=event.room)
+            chat=event.room,
+            pictures=len(job.request.scenes) or 1,
+            min_pictures=min(storybook.MIN_SCENES, len(job.request.scenes)) or 1)
         job = dataclasses.replace(job, meta={**job.meta, "quota_day": ticket.quota_day})
+        if job.request.scenes:
+            job = dataclasses.replace(job, meta={**job.meta, "pictures": ticket.pictures})
         seen = Admitted()
         for _ in range(MAX_ADMISSION_TRIES):
             ticket = dataclasses.replace(
                 ticket, save_job=self._saver(job, operator),
                 prompt=(self.sessions.prompt_record(event.messenger, event.user,
                                                     dict(vars(job.request)))
-                        if job.task == "draw" else None))
+                        if job.task in ("draw", "storybook") else None))
             decision = admission.admit(self.r, ticket, limits)
             if ticket.first_look:  # admission read the user's state this once
                 seen = Admitted(state_read=True, first_contact=decision.first_contact)
@@ -440,6 +445,16 @@ class Core:
                 job = dataclasses.replace(
                     job, request=dataclasses.replace(job.request, seed=decision.pin))
                 continue
+            if decision.status == Status.SHORTER and decision.count < ticket.pictures:
+                # A storybook that fits its deadline with scenes dropped from its end.
+                scenes = job.request.scenes[: decision.count]
+                dropped = len(job.request.scenes) - decision.count + int(
+                    job.meta.get("dropped", 0))
+                job = dataclasses.replace(
+                    job, request=dataclasses.replace(job.request, scenes=scenes),
+                    meta={**job.meta, "pictures": decision.count, "dropped": dropped})
+                ticket = dataclasses.replace(ticket, pictures=decision.count)
+                continue
             if decision.status == Status.KEPT:
                 kept = self._kept_first(event)  # kept results go first
                 if kept is not None:
@@ -451,6 +466,10 @@ class Core:
                     return dataclasses.replace(seen, outcome=lost), job
                 if slots.holder(self.r, event.messenger, event.user) != decision.holder:
                     continue  # the slot was freed meanwhile
+            if decision.status == Status.QUOTA and ticket.pictures > 1:
+                left = max(0, s.daily_quota - decision.count)
+                text = say("book_quota", lang, n=ticket.pictures, left=left)
+                return dataclasses.replace(seen, outcome=self._refuse(event, "quota", text)), job
             return dataclasses.replace(seen, outcome=self._refusal(event, decision)), job
         return dataclasses.replace(seen, outcome=self._refusal(event, decision)), job
 
@@ -506,12 +525,13 @@ class Core:
             queued = rq_job.get_status() == JobStatus.QUEUED
             if queued:
                 rq_job.cancel()
-            day = (rq_job.args[0].get("meta") or {}).get("quota_day", "") if rq_job.args else ""
+            meta = (rq_job.args[0].get("meta") or {}) if rq_job.args else {}
+            day, pictures = meta.get("quota_day", ""), int(meta.get("pictures", 1))
         except NoSuchJobError:
-            queued, day = True, ""
+            queued, day, pictures = True, "", 1
         slots.release(self.r, event.messenger, event.user, holder)
         if queued:
-            admission.refund(self.r, event.messenger, event.user, holder, day)
+            admission.refund(self.r, event.messenger, event.user, holder, day, pictures)
         log.info("cancelled", extra={"job": holder, "queued": queued})
         text = say("cancelled" if queued else "cancelled_running", lang)
         return Reply((Text(text),), help_quick_replies(lang))

@@ -355,6 +355,50 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "😊 Ask more about the photo, or describe a scene to draw.",
     ),
     "restyle_command": ("{style} 다시 그리기", "redraw as {style}"),
+    # Storybooks (bot/core/storybook.py, workers/storybook.py)
+    "book_empty": (
+        "이야기를 두세 문장으로 보내 주세요. 예: 동화: 고양이가 산책을 나갔어요. 비가 왔어요.",
+        "Send your story in a few sentences, e.g. story: A cat goes for a walk. It starts to "
+        "rain.",
+    ),
+    "book_blocked": (
+        "이 문장 때문에 그릴 수 없어요: \"{sentence}\" 다른 이야기로 보내 주세요.",
+        "I can't draw this sentence: \"{sentence}\" Please try another story.",
+    ),
+    "book_quota": (
+        "이 이야기는 그림 {n}장이에요. 오늘은 {left}장만 더 그릴 수 있어요. "
+        "문장을 줄여 보내 주세요.",
+        "This story is {n} pictures; you can have {left} more today. Please send a shorter "
+        "story.",
+    ),
+    "book_done": (
+        "AI가 그린 {kind} {n}장이에요. 시드 {seed}",
+        "Drawn by AI: a {kind} of {n} pictures. seed {seed}",
+    ),
+    "book_dropped": (
+        "시간 안에 그리려고 마지막 장면 {n}개를 뺐어요.",
+        "To finish in time, the last {n} scene(s) were left out.",
+    ),
+    "book_withheld": (
+        "이 장면은 안전 검사에서 가려졌어요.",
+        "This scene was withheld by the safety check.",
+    ),
+    "book_withheld_note": (
+        "{n}장은 안전 검사에서 가려져 보내지 않았어요.",
+        "{n} picture(s) were withheld by the safety check.",
+    ),
+    "book_all_link": ("한 장으로 보기: {url}", "All in one picture: {url}"),
+    "book_cut": (
+        "장면이 길어서 공통 인물·스타일 설명을 일부 줄였어요.",
+        "Some scenes were long, so the shared character or style words were shortened.",
+    ),
+    "quick_book": ("동화로 그리기", "as a storybook"),
+    "label_open": ("크게 보기", "Open"),
+    "label_all": ("한 장으로 보기", "All in one"),
+    "kind_storybook": ("동화", "storybook"),
+    "kind_diary": ("그림일기", "picture diary"),
+    "kind_comic": ("만화", "comic"),
+    "kind_storyboard": ("스토리보드", "storyboard"),
 }
 
 

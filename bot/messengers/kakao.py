@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from bot.core import payload
 from bot.core.errors import NotAMessengerRequest, Unreadable
-from bot.core.events import Ack, Event, Picture, Reply, Text
+from bot.core.events import Ack, Cards, Event, Picture, Reply, Text
 from bot.core.settings import Settings
 from bot.core.texts import detect_lang
 from bot.core.urlguard import FetchError, UrlGuard, UrlRefused, redact
@@ -31,6 +31,12 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\
 LIST_FORM = re.compile(r"^\s*List\((.*)\)\s*$", re.S)
 LIST_SEPARATOR = re.compile(r"\s*,\s*(?=https?://)")  # `, ` and `,` both occur
 MAX_IMAGES = 10
+# A carousel of basicCards (a storybook): at most 10 cards; a basicCard's description holds 230
+# characters alone and fewer inside a carousel (76, as we read Kakao's guide: docs/kakao.md).
+MAX_CARDS = 10
+MAX_DESCRIPTION = 230
+MAX_CAROUSEL_DESCRIPTION = 76
+MAX_BUTTON_LABEL = 14
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +178,8 @@ def render(reply: Reply) -> dict[str, Any]:
             outputs.append(
                 {"simpleImage": {"imageUrl": part.url, "altText": _clip(part.alt, MAX_ALT)}}
             )
+        elif isinstance(part, Cards):
+            outputs.append(carousel(part))
         elif isinstance(part, Text) and part.text:
             outputs.append({"simpleText": {"text": _clip(part.text, MAX_TEXT)}})
     while len(outputs) > MAX_OUTPUTS:
@@ -196,6 +204,35 @@ def render(reply: Reply) -> dict[str, Any]:
             for q in reply.quick_replies[:MAX_QUICK]
         ]
     return {"version": "2.0", "template": template, "context": {"values": []}, "data": {}}
+
+
+def carousel(cards: Cards) -> dict[str, Any]:
+    """A `carousel` of `basicCard`s: the picture as thumbnail, its sentence as description, a
+    button that opens the full picture (and one for the combined picture, when there is one).
+    A withheld picture has a placeholder picture and no link: its sentence says why."""
+    items: list[dict[str, Any]] = []
+    many = len(cards.cards) > 1
+    limit = MAX_CAROUSEL_DESCRIPTION if many else MAX_DESCRIPTION
+    for card in cards.cards[:MAX_CARDS]:
+        buttons: list[dict[str, Any]] = []
+        if card.link:
+            buttons.append({"action": "webLink", "label": _clip(cards.open_label, MAX_BUTTON_LABEL),
+                            "webLinkUrl": card.link})
+        if cards.link:
+            buttons.append({"action": "webLink", "label": _clip(cards.all_label, MAX_BUTTON_LABEL),
+                            "webLinkUrl": cards.link})
+        item: dict[str, Any] = {"description": _clip(card.text, limit), "buttons": buttons}
+        if card.url:
+            item["thumbnail"] = {"imageUrl": card.url, "fixedRatio": True}
+            if card.link:
+                item["thumbnail"]["link"] = {"web": card.link}
+        items.append(item)
+    if not all("thumbnail" in item for item in items):
+        # A carousel holds one card type and a basicCard needs a thumbnail: textCards then.
+        for item in items:
+            item.pop("thumbnail", None)
+        return {"carousel": {"type": "textCard", "items": items}}
+    return {"carousel": {"type": "basicCard", "items": items}}
 
 
 def render_ack(ack: Ack) -> dict[str, Any]:

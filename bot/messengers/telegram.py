@@ -18,7 +18,7 @@ from urllib3 import encode_multipart_formdata
 
 from bot.core import payload
 from bot.core.errors import NotAMessengerRequest
-from bot.core.events import Event, Picture, Reply, Text
+from bot.core.events import Cards, Event, Picture, Reply, Text
 from bot.core.photos import PhotoError
 from bot.core.settings import Settings
 from bot.core.stores import picture_bytes
@@ -31,6 +31,7 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
 MAX_BUTTON = 64
+MAX_ALBUM = 10  # sendMediaGroup: 2 to 10 items
 # Message kinds we answer with "text and photos only" rather than silence.
 UNSUPPORTED = (
     "sticker",
@@ -285,6 +286,18 @@ def render(reply: Reply, reply_to_message: str = "") -> list[tuple[str, dict[str
     parts = list(reply.parts)
     while parts:
         part = parts.pop(0)
+        if isinstance(part, Cards):
+            # One album, each scene its caption. An album carries no keyboard, so the combined
+            # picture, the text after it and the quick replies follow as a second message.
+            shown = [c for c in part.cards if c.url][:MAX_ALBUM]
+            if len(shown) >= 2:
+                calls.append(("sendMediaGroup", {"media": [  # the full pictures, not thumbnails
+                    Picture(c.link or c.url, c.text[:MAX_CAPTION]) for c in shown]}))
+            else:
+                parts[:0] = [Picture(c.url, c.alt) for c in shown] + [Text(c.text) for c in shown]
+            if part.link:
+                parts.insert(0, Picture(part.link, part.all_label))
+            continue
         if isinstance(part, Picture):
             params: dict[str, Any] = {"photo": part}
             following = parts[0] if parts else None
@@ -339,6 +352,19 @@ class BotApi:
         fields[field] = ("picture.jpg", data, "image/jpeg")
         body, content_type = encode_multipart_formdata(fields)
         return self._send(method, body, content_type)
+
+    def upload_album(self, params: dict[str, Any], media: list[dict[str, Any]],
+                     files: dict[str, bytes]) -> Any:
+        """sendMediaGroup with some photos attached as `attach://name` (multipart)."""
+        fields: dict[str, Any] = {
+            k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+            for k, v in params.items()
+        }
+        fields["media"] = json.dumps(media, ensure_ascii=False)
+        for name, data in files.items():
+            fields[name] = (f"{name}.jpg", data, "image/jpeg")
+        body, content_type = encode_multipart_formdata(fields)
+        return self._send("sendMediaGroup", body, content_type)
 
     def _send(
         self, method: str, body: bytes, content_type: str, timeout_s: float | None = None
@@ -430,6 +456,9 @@ def _call_with_retry(
 ) -> None:
     for attempt in range(3):
         try:
+            if method == "sendMediaGroup":
+                _album(api, settings, store, params)
+                return
             if method == "sendPhoto":
                 picture: Picture = params.pop("photo")
                 data = picture_bytes(settings, store, picture.url)
@@ -446,6 +475,23 @@ def _call_with_retry(
             if method == "sendPhoto":
                 params["photo"] = picture
             time.sleep(min(max(exc.retry_after, 0.5 * (attempt + 1)), 5.0))
+
+
+def _album(api: BotApi, settings: Settings, store: Any, params: dict[str, Any]) -> None:
+    """An album: our pictures uploaded as bytes, others by their public URL."""
+    media: list[dict[str, Any]] = []
+    files: dict[str, bytes] = {}
+    for i, picture in enumerate(params["media"]):
+        data = picture_bytes(settings, store, picture.url)
+        item: dict[str, Any] = {"type": "photo", "caption": picture.alt}
+        if data is not None:
+            files[f"scene{i}"] = data
+            item["media"] = f"attach://scene{i}"
+        else:
+            item["media"] = picture.url
+        media.append(item)
+    rest = {k: v for k, v in params.items() if k != "media"}
+    api.upload_album(rest, media, files)
 
 
 def chat_action(api: BotApi, chat_id: str, action: str) -> None:

@@ -103,6 +103,40 @@
     return img;
   }
 
+  // A carousel of cards (a storybook): side by side, scrolled sideways as in KakaoTalk; each
+  // card shows its thumbnail, its description and its buttons (links open in a new tab).
+  function carousel(who, data) {
+    const el = row(who);
+    const strip = document.createElement("div");
+    strip.className = "carousel";
+    for (const item of data.items || []) {
+      const card = document.createElement("div");
+      card.className = "bubble card";
+      if (item.thumbnail && item.thumbnail.imageUrl) {
+        const img = document.createElement("img");
+        img.src = item.thumbnail.imageUrl;
+        img.alt = item.description || "";
+        img.addEventListener("load", scroll);
+        card.appendChild(img);
+      }
+      const text = document.createElement("p");
+      text.textContent = item.description || item.title || "";
+      card.appendChild(text);
+      for (const button of item.buttons || []) {
+        if (button.action !== "webLink" || !/^https?:/.test(button.webLinkUrl || "")) continue;
+        const a = document.createElement("a");
+        a.href = button.webLinkUrl;
+        a.target = "_blank";
+        a.rel = "noopener";
+        a.textContent = button.label;
+        card.appendChild(a);
+      }
+      strip.appendChild(card);
+    }
+    stamp(el, who, strip);
+    return strip;
+  }
+
   function showQuickReplies(replies) {
     quick.textContent = "";
     for (const q of replies || []) {
@@ -122,6 +156,7 @@
     for (const out of (template && template.outputs) || []) {
       if (out.simpleText) bubble("bot", out.simpleText.text);
       else if (out.simpleImage) picture("bot", out.simpleImage.imageUrl, out.simpleImage.altText);
+      else if (out.carousel) carousel("bot", out.carousel);
       else bubble("bot", JSON.stringify(out));
     }
     showQuickReplies(template && template.quickReplies);
