@@ -32,7 +32,12 @@ from tests.test_intents_table import load_table
 
 DB = 4
 QUEUES = ("text2image", "vision")
-TASK = {ActionName.DRAW: "draw", ActionName.PHOTO_RESTYLE: "draw", ActionName.ASK: "ask"}
+TASK = {
+    ActionName.DRAW: "draw",
+    ActionName.PHOTO_RESTYLE: "draw",
+    ActionName.ASK: "ask",
+    ActionName.STORYBOOK: "storybook",  # (a one-sentence book is one picture, a draw)
+}
 # The reply's text for each action a new user's message gets answered at once.
 TEXT_KEYS: dict[ActionName, tuple[str, ...]] = {
     ActionName.HELP: ("help",),
