@@ -112,7 +112,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from models.common import ModelUnavailable
+    from workers import planning
 
+    planned = planning.check(settings, rt.queues)  # before anything loads
+    if planned.refusal:
+        log.error("memory plan does not fit", extra={"need": planned.refusal})
+        print(f"koalatalk worker: cannot start: {planned.refusal}", file=sys.stderr)
+        return 4
+    if planned.settings is not None and planned.settings is not settings:
+        log.warning("MAX_BATCH capped by the memory plan",
+                    extra={"max_batch": planned.settings.max_batch})
+        settings = rt.settings = planned.settings
     try:
         rt.models, rt.load_seconds = load_models(settings, rt.queues)
     except ModelUnavailable as exc:
