@@ -23,6 +23,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
+from rq.worker import DequeueStrategy
 
 from bot.core import logs
 from bot.core.blocklist import BlockList, BlockListError
@@ -155,8 +156,11 @@ def serve(rt: Runtime, burst: bool = False) -> None:
         worker = worker_class(rt.queues, connection=rt.redis, serializer=JSONSerializer,
                               name=rt.name, worker_ttl=WORKER_TTL_S)
         try:
+            # Round robin (the default): a worker serving both queues takes them in turn, so
+            # a stream of drawings never starves photo questions, nor the reverse.
             worker.work(burst=burst, logging_level=rt.settings.log_level.upper(),
-                        with_scheduler=False)
+                        with_scheduler=False,
+                        dequeue_strategy=DequeueStrategy(rt.settings.dequeue))
         except redis.RedisError as exc:  # rq's own tear-down, with Redis gone
             log.warning("rq worker stopped", extra={"error": type(exc).__name__})
         # rq records a SIGTERM or SIGINT here before its warm shutdown.

@@ -21,6 +21,7 @@ local metric_key = KEYS[12]     -- the request counter hash
 local job_key = KEYS[13]        -- rq's job hash, saved earlier in this MULTI
 local prompt_key = KEYS[14]     -- the user's last prompt (`다시 그리기`)
 local claim_key = KEYS[15]      -- the hand-over claim (bot/core/handover.py)
+local other_queue_key = KEYS[16] -- the other queue, served in turn by shared workers
 
 local request_id = ARGV[1]
 local slot_ttl = ARGV[2]
@@ -46,6 +47,8 @@ local claim_ttl = ARGV[21]
 local deferred_seed = ARGV[22] == '1'  -- the job's seed is ours to choose: a pinned seed wins
 local take_pin = ARGV[23] == '1'       -- the job carries the pinned seed: delete the pin
 local claim_over = tonumber(ARGV[24])  -- take the claim when the estimate passes this (s)
+local other_field = ARGV[25]           -- the other queue's service-time field
+local shared = tonumber(ARGV[26])      -- workers serving this queue and the other one
 
 -- Statuses, as admission.Status numbers them (a test keeps the two in step).
 local KEPT, DUPLICATE, RATE, QUOTA, BUSY, TOO_SLOW, ADMITTED, BLOCKED, PHOTO, PINNED =
@@ -95,7 +98,15 @@ end
 local service = tonumber(redis.call('HGET', service_key, service_field) or default_service)
 local ahead = 0
 if not at_front then ahead = redis.call('LLEN', queue_key) - 1 end
-local estimate = (math.floor(ahead / workers) + 1) * service
+local rounds = math.floor(ahead / workers) + 1
+local estimate = rounds * service
+-- A worker serving both queues takes them in turn (round robin): before this job, each shared
+-- worker takes at most one job of the other queue per job of this one.
+if shared > 0 then
+  local other = math.min(redis.call('LLEN', other_queue_key), rounds * shared)
+  local other_service = tonumber(redis.call('HGET', service_key, other_field) or default_service)
+  estimate = estimate + other / workers * other_service
+end
 if estimate > budget then
   redis.call('DEL', slot_key)
   return refuse(TOO_SLOW, tostring(estimate))

@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from rq import Queue
@@ -37,7 +38,7 @@ from bot.core import (
 from bot.core.actions import DRAWING, Action, ActionName, Planned, ToQueue
 from bot.core.admission import Status
 from bot.core.events import Ack, Event, Outcome, QuickReply, Reply, Text
-from bot.core.job import Job, Request
+from bot.core.job import TEXT_TO_IMAGE_QUEUE, VISION_LANGUAGE_QUEUE, Job, Request
 from bot.core.operator import Operations
 from bot.core.photos import store_from_settings as photo_store_from_settings
 from bot.core.sessions import Sessions
@@ -363,7 +364,8 @@ class Core:
             save_job=lambda pipe: None,  # set for each attempt below: the job may be rewritten
             claim=handover.claim_record(event.request_id, _slow_path(event), s.record_ttl_s),
             claim_over_s=-1.0 if wait_s < 0.01 else wait_s + ESTIMATE_MARGIN_S,
-            first_look=first_look, seen_ttl_s=s.session_ttl_s, deferred_seed=deferred)
+            first_look=first_look, seen_ttl_s=s.session_ttl_s, deferred_seed=deferred,
+            **self._shared_workers(job.queue))
         job = dataclasses.replace(job, meta={**job.meta, "quota_day": ticket.quota_day})
         seen = Admitted()
         for _ in range(MAX_ADMISSION_TRIES):
@@ -404,6 +406,17 @@ class Core:
                     continue  # the slot was freed meanwhile
             return dataclasses.replace(seen, outcome=self._refusal(event, decision)), job
         return dataclasses.replace(seen, outcome=self._refusal(event, decision)), job
+
+    def _shared_workers(self, queue: str) -> dict[str, Any]:
+        """The other queue, for the estimate, when workers serve both (one process, two models)."""
+        other = VISION_LANGUAGE_QUEUE if queue == TEXT_TO_IMAGE_QUEUE else TEXT_TO_IMAGE_QUEUE
+        shared = self.ops.shared(queue, other)
+        if not shared:
+            return {}
+        s = self.settings
+        preset = s.vlm_preset if other == VISION_LANGUAGE_QUEUE else s.preset
+        return {"other_queue_key": self.queue(other).key, "shared": shared,
+                "other_field": admission.service_field(other, preset)}
 
     def _saver(self, job: Job, operator: bool) -> Callable[[redis.client.Pipeline], None]:
         """rq's enqueue of this job, for admission to run in its MULTI."""
