@@ -51,7 +51,7 @@ def load_models(settings: Settings, queues: list[str]) -> tuple[dict[str, Any], 
 
         started = time.perf_counter()
         model = TextToImage.load(settings.preset, settings.device,
-                                 compile_unet=settings.compile_unet)
+                                 compile_unet=settings.compile_unet, memory=settings.draw_memory)
         model.warm_up()
         models["text2image"] = model
         seconds["text2image"] = round(time.perf_counter() - started, 3)

@@ -44,7 +44,8 @@ def generate(settings: Settings, args: argparse.Namespace) -> int:
 
     names = ["loading " + (args.preset or settings.preset), "drawing", "saving"]
     bar = _stages(names)
-    model = TextToImage.load(args.preset or settings.preset, args.device or settings.device)
+    model = TextToImage.load(args.preset or settings.preset, args.device or settings.device,
+                             memory=settings.draw_memory)
     _next(bar, names)
     seeds = [
         args.seed + i if args.seed is not None else secrets.randbelow(2**32)
