@@ -44,8 +44,8 @@ def vit_params(hidden: int, layers: int, image: int, patch: int, intermediate: i
 class LanguageModel:
     """A VLM's language part (quantizable) and the rest (vision tower, projector: fp16)."""
 
-    linear: int  # parameters in Linear weights: what quantization shrinks
-    kept: int  # embedding, norms, biases: stay fp16
+    linear: int  # parameters in the decoder layers' Linear weights: what quantization shrinks
+    kept: int  # embedding, lm_head, norms, biases: stay fp16
     vision: int  # vision tower and projector, fp16
     largest_linear_in: int  # the smallest input width among quantized layers (scales per row)
     layer: int  # parameters of one decoder layer (the load-time transient)
@@ -59,8 +59,10 @@ def _kollava_13b() -> LanguageModel:
     tower = vit_params(1024, 24, 224, 14)
     projector = 1024 * hidden + hidden
     assert heads * (hidden // heads) == hidden
+    head = vocab * hidden  # lm_head: never quantized (models/quantize.py quantizes the layers)
     return LanguageModel(
-        linear=linear, kept=embedding + norms, vision=tower + projector, largest_linear_in=hidden,
+        linear=linear - head, kept=embedding + head + norms, vision=tower + projector,
+        largest_linear_in=hidden,
         layer=4 * hidden * hidden + 3 * hidden * intermediate,
         kv_bytes=2 * layers * hidden * context * FP16,
         source="computed: LLaMA-13B shape (hidden 5120, 40 layers, intermediate 13824, "

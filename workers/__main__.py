@@ -64,7 +64,8 @@ def load_models(settings: Settings, queues: list[str]) -> tuple[dict[str, Any], 
         from models.vision_language import load_vision_language
 
         started = time.perf_counter()
-        vlm = load_vision_language(settings.vlm_preset, settings.device)
+        vlm = load_vision_language(settings.vlm_preset, settings.device,
+                                   quant=settings.vlm_quant)
         vlm.answer([Image.new("RGB", (64, 64), (128, 128, 128))], [], "?", max_new_tokens=1)
         models["vision"] = vlm
         seconds["vision"] = round(time.perf_counter() - started, 3)

@@ -106,7 +106,8 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
         print(f"cannot use {args.file}: {exc.key}: {exc}", file=sys.stderr)
         return 2
     _next(bar, names)
-    model = load_vision_language(preset, args.device or settings.device)
+    model = load_vision_language(preset, args.device or settings.device,
+                                 quant=settings.vlm_quant)
     _next(bar, names)
     started = time.perf_counter()
     limit = min(settings.vlm_max_new_tokens, model.preset.max_new_tokens)
