@@ -331,3 +331,38 @@ def visible_gpu(device: str = "cuda") -> tuple[int, str] | None:
     free, total = torch.cuda.mem_get_info(torch.device(device))
     name = torch.cuda.get_device_name(torch.device(device))
     return int(free), f"free on {name}, {gib(total)} in all"
+
+
+# -- docs/operations.md's table "what runs on which GPU" ----------------------------------------
+
+_T, _S = "opus-mt-tc-big-ko-en", "Falconsai/nsfw_image_detection"
+TABLE_ROWS: list[tuple[str, Config]] = [
+    ("drawing (KOALA-Lightning-700M)", Config(draw=True, vision=False, translator=_T, safety=_S)),
+    ("drawing, `DRAW_MEMORY=offload`", Config(draw=True, vision=False, translator=_T, safety=_S,
+                                              draw_memory="offload")),
+    ("Ko-LLaVA-13b fp16", Config(draw=False, vision=True)),
+    ("Ko-LLaVA-13b `VLM_QUANT=int8`", Config(draw=False, vision=True, vlm_quant="int8")),
+    ("Ko-LLaVA-13b `VLM_QUANT=int4`", Config(draw=False, vision=True, vlm_quant="int4")),
+    ("both, VLM fp16", Config(draw=True, vision=True, translator=_T, safety=_S)),
+    ("both, VLM int8", Config(draw=True, vision=True, translator=_T, safety=_S, vlm_quant="int8")),
+    ("both, VLM int4", Config(draw=True, vision=True, translator=_T, safety=_S, vlm_quant="int4")),
+    ("both, VLM int4, drawing offload", Config(draw=True, vision=True, translator=_T, safety=_S,
+                                               vlm_quant="int4", draw_memory="offload")),
+]
+TABLE_CARDS_GIB = (8, 12, 16, 24, 48, 80)
+
+
+def gpu_table() -> str:
+    """The markdown table of docs/operations.md, every cell computed by this plan."""
+    lines = ["| worker (`python -m workers ...`) | peak at batch 1 | "
+             + " | ".join(f"{c} GiB card" for c in TABLE_CARDS_GIB) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in TABLE_CARDS_GIB) + " |"]
+    for name, c in TABLE_ROWS:
+        one = plan(replace(c, max_batch=1), 1000 * GIB, "table")
+        cells = []
+        for size in TABLE_CARDS_GIB:
+            found = plan(c, size * GIB, "table")
+            cells.append(("fits" + (f", batch {found.batch}" if c.draw else ""))
+                         if found.fits else "no")
+        lines.append(f"| {name} | {one.need / GIB:.1f} GiB | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -131,3 +131,7 @@ def test_worker_refuses_an_unfit_configuration_before_loading(redis_url: str,
     line = [x for x in done.stderr.splitlines() if x.startswith("koalatalk worker:")]
     assert len(line) == 1 and "need" in line[0] and "8.0 GiB is free" in line[0]
     assert "needs the weights" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_docs_table_is_the_plans() -> None:
+    assert memory.gpu_table() in (ROOT / "docs/operations.md").read_text()
