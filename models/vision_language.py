@@ -67,7 +67,8 @@ def neutralise_markup(text: str, markers: list[str]) -> str:
 class NativeVisionLanguage:
     """A transformers-native VLM (AutoModelForImageTextToText with its AutoProcessor)."""
 
-    def __init__(self, preset: VisionLanguagePreset, device: str = "auto") -> None:
+    def __init__(self, preset: VisionLanguagePreset, device: str = "auto",
+                 quant: str = "none") -> None:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -81,14 +82,19 @@ class NativeVisionLanguage:
             self.dtype = torch.float32
         try:
             self.processor = AutoProcessor.from_pretrained(preset.repo_id)
-            self.model = (
-                AutoModelForImageTextToText.from_pretrained(preset.repo_id, dtype=self.dtype)
-                # PreTrainedModel.to is @wraps(Module.to): typeshed's _Wrapped drops self.
-                .to(self.device)  # type: ignore[arg-type]
-                .eval()
-            )
+            model = AutoModelForImageTextToText.from_pretrained(preset.repo_id, dtype=self.dtype)
         except OSError as exc:  # missing from the cache and no way to download
             raise unavailable(preset.name, preset.repo_id, exc) from exc
+        self.quant = quant
+        if quant == "none":
+            # PreTrainedModel.to is @wraps(Module.to): typeshed's _Wrapped drops self.
+            model = model.to(self.device)  # type: ignore[arg-type]
+        else:
+            # Loaded on the CPU; the language layers go to the GPU one by one, quantized.
+            from models.quantize import to_device_quantized
+
+            to_device_quantized(model, self.device, quant, self.dtype)
+        self.model = model.eval()
         tokenizer = self.processor.tokenizer
         self.markers = [str(token) for token in tokenizer.added_tokens_decoder.values()]
         self.suppressed = suppressed_ids(self.processor, self.model.generation_config)
@@ -192,8 +198,11 @@ def suppressed_ids(processor: Any, generation_config: Any) -> list[int]:
     return sorted(banned - keep)
 
 
-def load_vision_language(preset: str, device: str = "auto") -> VisionLanguageModel:
-    """Load a vision-language preset by name; tiny presets are built into the cache first."""
+def load_vision_language(preset: str, device: str = "auto",
+                         quant: str = "none") -> VisionLanguageModel:
+    """Load a vision-language preset by name; tiny presets are built into the cache first.
+
+    `quant` (KOALATALK_VLM_QUANT) loads the language model quantized (models/quantize.py)."""
     try:
         spec = VISION_LANGUAGE[preset]
     except KeyError as exc:
@@ -207,7 +216,7 @@ def load_vision_language(preset: str, device: str = "auto") -> VisionLanguageMod
     if spec.backend == "kollava":
         from models.kollava import KoLlava
 
-        return KoLlava(spec, device)
+        return KoLlava(spec, device, quant=quant)
     if spec.backend == "native":
-        return NativeVisionLanguage(spec, device)
+        return NativeVisionLanguage(spec, device, quant)
     raise ValueError(f"preset '{preset}' has unknown backend '{spec.backend}'")

@@ -50,7 +50,8 @@ def test_call_builds_keys_and_argv_in_script_order() -> None:
     call = ticket.call(limits, 1000.0)
     assert call.keys()[5] == "q" and call.keys()[12] == RqJob.key_for(ticket.request_id)
     argv = call.argv()
-    assert argv[0] == ticket.request_id and len(argv) == len(dataclasses.fields(call)) - 15
+    assert argv[0] == ticket.request_id
+    assert len(argv) == len(dataclasses.fields(call)) - admission.KEY_COUNT
     assert argv[11] == "1" and argv[12] == "0"  # check_limits, at_front
 
 

@@ -106,3 +106,37 @@ def test_missing_packages_are_reported_not_raised(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "MISSING for bench/gpu.py: torch, diffusers" in run.stdout
     assert "Traceback" not in run.stderr
+
+
+def test_kollava_replica_has_the_13b_shape_the_plan_counts() -> None:
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    from bench import gpu_memory
+    from models import memory
+
+    with torch.device("meta"):
+        llm = LlamaForCausalLM(LlamaConfig(**gpu_memory.LLAMA_13B, tie_word_embeddings=False))
+        tower = CLIPVisionModel(CLIPVisionConfig(**gpu_memory.VIT_L14))
+    planned = memory.VLMS["ko-llava-13b"]
+    assert gpu.count(llm) == planned.linear + planned.kept == 13_015_895_040
+    assert gpu.count(tower) + 1024 * 5120 + 5120 == planned.vision
+
+
+def test_memory_section_runs_alone_on_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--cpu-smoke", "--only", "memory",
+         "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["problems"] == []
+    memory = report["figures"]["memory"]
+    assert set(report["figures"]) == {"memory"}  # the speed sections did not run
+    for mode in ("normal", "low"):
+        assert memory["draw"][mode]["s_per_image"] > 0
+        assert memory["draw"][mode]["card_gib"] is None  # no memory figures on the CPU
+    assert memory["draw"]["offload"].startswith("skipped: model CPU offload needs CUDA")
+    assert memory["vision"]["none"]["tokens_per_s"] > 0
+    assert memory["both"]["s_per_image"] > 0 and memory["both"]["tokens_per_s"] > 0
+    assert "ko-llava-13b replica none" in run.stdout

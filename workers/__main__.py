@@ -23,6 +23,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
+from rq.worker import DequeueStrategy
 
 from bot.core import logs
 from bot.core.blocklist import BlockList, BlockListError
@@ -50,7 +51,7 @@ def load_models(settings: Settings, queues: list[str]) -> tuple[dict[str, Any], 
 
         started = time.perf_counter()
         model = TextToImage.load(settings.preset, settings.device,
-                                 compile_unet=settings.compile_unet)
+                                 compile_unet=settings.compile_unet, memory=settings.draw_memory)
         model.warm_up()
         models["text2image"] = model
         seconds["text2image"] = round(time.perf_counter() - started, 3)
@@ -63,7 +64,8 @@ def load_models(settings: Settings, queues: list[str]) -> tuple[dict[str, Any], 
         from models.vision_language import load_vision_language
 
         started = time.perf_counter()
-        vlm = load_vision_language(settings.vlm_preset, settings.device)
+        vlm = load_vision_language(settings.vlm_preset, settings.device,
+                                   quant=settings.vlm_quant)
         vlm.answer([Image.new("RGB", (64, 64), (128, 128, 128))], [], "?", max_new_tokens=1)
         models["vision"] = vlm
         seconds["vision"] = round(time.perf_counter() - started, 3)
@@ -112,7 +114,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from models.common import ModelUnavailable
+    from workers import planning
 
+    planned = planning.check(settings, rt.queues)  # before anything loads
+    if planned.refusal:
+        log.error("memory plan does not fit", extra={"need": planned.refusal})
+        print(f"koalatalk worker: cannot start: {planned.refusal}", file=sys.stderr)
+        return 4
+    if planned.settings is not None and planned.settings is not settings:
+        log.warning("MAX_BATCH capped by the memory plan",
+                    extra={"max_batch": planned.settings.max_batch})
+        settings = rt.settings = planned.settings
     try:
         rt.models, rt.load_seconds = load_models(settings, rt.queues)
     except ModelUnavailable as exc:
@@ -145,8 +157,11 @@ def serve(rt: Runtime, burst: bool = False) -> None:
         worker = worker_class(rt.queues, connection=rt.redis, serializer=JSONSerializer,
                               name=rt.name, worker_ttl=WORKER_TTL_S)
         try:
+            # Round robin (the default): a worker serving both queues takes them in turn, so
+            # a stream of drawings never starves photo questions, nor the reverse.
             worker.work(burst=burst, logging_level=rt.settings.log_level.upper(),
-                        with_scheduler=False)
+                        with_scheduler=False,
+                        dequeue_strategy=DequeueStrategy(rt.settings.dequeue))
         except redis.RedisError as exc:  # rq's own tear-down, with Redis gone
             log.warning("rq worker stopped", extra={"error": type(exc).__name__})
         # rq records a SIGTERM or SIGINT here before its warm shutdown.

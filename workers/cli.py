@@ -3,6 +3,7 @@
     generate "a koala surfing, watercolor" -o koala.jpg   draw a picture into a file
     ask photo.jpg "이 사진에 무엇이 있나요?"                ask about a photo (or a short clip)
     telegram-set-webhook                                  register PUBLIC_URL/telegram/webhook
+    plan [--gpu-memory 24GiB]                             GPU memory the worker would need
 
 The models load through the same presets and KOALATALK_* settings as the workers (PRESET,
 VLM_PRESET, DEVICE, ...). This module imports torch, so the web never imports it; only the
@@ -43,7 +44,8 @@ def generate(settings: Settings, args: argparse.Namespace) -> int:
 
     names = ["loading " + (args.preset or settings.preset), "drawing", "saving"]
     bar = _stages(names)
-    model = TextToImage.load(args.preset or settings.preset, args.device or settings.device)
+    model = TextToImage.load(args.preset or settings.preset, args.device or settings.device,
+                             memory=settings.draw_memory)
     _next(bar, names)
     seeds = [
         args.seed + i if args.seed is not None else secrets.randbelow(2**32)
@@ -104,7 +106,8 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
         print(f"cannot use {args.file}: {exc.key}: {exc}", file=sys.stderr)
         return 2
     _next(bar, names)
-    model = load_vision_language(preset, args.device or settings.device)
+    model = load_vision_language(preset, args.device or settings.device,
+                                 quant=settings.vlm_quant)
     _next(bar, names)
     started = time.perf_counter()
     limit = min(settings.vlm_max_new_tokens, model.preset.max_new_tokens)
@@ -142,6 +145,31 @@ def telegram_set_webhook(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def plan(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the memory plan for the configured presets; 1 when it does not fit the GPU."""
+    from workers import planning
+
+    settings = settings.with_(**{k: v for k, v in (("vlm_quant", args.vlm_quant),
+                                                   ("draw_memory", args.draw_memory),
+                                                   ("max_batch", args.max_batch)) if v})
+    if planning.available(settings, args.gpu_memory or "") is None:
+        print("no GPU visible: give its size with --gpu-memory (e.g. 24GiB) to plan for one",
+              file=sys.stderr)
+        return 2
+    queues = args.queues or ["text2image", "vision"]
+    if set(queues) - {"text2image", "vision"}:
+        print(f"unknown queue in {queues}: choose text2image, vision or both", file=sys.stderr)
+        return 2
+    outcome = planning.check(settings, queues, args.gpu_memory or "")
+    assert outcome.plan is not None
+    print(f"memory plan for `python -m workers {' '.join(queues)}` (computed, not measured)")
+    print(outcome.plan.report())
+    if outcome.refusal:
+        print(outcome.refusal)
+        return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     main = argparse.ArgumentParser(
@@ -168,6 +196,13 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--preset", help="vision-language preset (default: KOALATALK_VLM_PRESET)")
     q.add_argument("--device", help="default: KOALATALK_DEVICE")
     q.set_defaults(run=ask)
+    pl = commands.add_parser("plan", help="the GPU memory the worker's models would need")
+    pl.add_argument("queues", nargs="*", help="text2image, vision or both (default: both)")
+    pl.add_argument("--gpu-memory", help="plan for a GPU of this size (24GiB, 8GB)")
+    pl.add_argument("--vlm-quant", choices=["none", "int8", "int4"])
+    pl.add_argument("--draw-memory", choices=["normal", "low", "offload"])
+    pl.add_argument("--max-batch", type=int)
+    pl.set_defaults(run=plan)
     tg = commands.add_parser("telegram-set-webhook", help="register the Telegram webhook")
     tg.add_argument("--url", help="default: PUBLIC_URL/telegram/webhook")
     tg.set_defaults(run=telegram_set_webhook)

@@ -21,6 +21,7 @@ local metric_key = KEYS[12]     -- the request counter hash
 local job_key = KEYS[13]        -- rq's job hash, saved earlier in this MULTI
 local prompt_key = KEYS[14]     -- the user's last prompt (`다시 그리기`)
 local claim_key = KEYS[15]      -- the hand-over claim (bot/core/handover.py)
+local other_queue_key = KEYS[16] -- the other queue, served in turn by shared workers
 
 local request_id = ARGV[1]
 local slot_ttl = ARGV[2]
@@ -48,6 +49,8 @@ local take_pin = ARGV[23] == '1'       -- the job carries the pinned seed: delet
 local claim_over = tonumber(ARGV[24])  -- take the claim when the estimate passes this (s)
 local pictures = math.max(1, tonumber(ARGV[25]))      -- a storybook counts its pictures
 local min_pictures = math.max(1, tonumber(ARGV[26]))  -- and may shrink to this many
+local other_field = ARGV[27]           -- the other queue's service-time field
+local shared = tonumber(ARGV[28])      -- workers serving this queue and the other one
 
 -- Statuses, as admission.Status numbers them (a test keeps the two in step).
 local KEPT, DUPLICATE, RATE, QUOTA, BUSY, TOO_SLOW, ADMITTED, BLOCKED, PHOTO, PINNED, SHORTER =
@@ -102,7 +105,15 @@ local function own_time(n)
 end
 local ahead = 0
 if not at_front then ahead = redis.call('LLEN', queue_key) - 1 end
-local before = math.floor(math.max(0, ahead) / workers) * service  -- the jobs in front
+local rounds = math.floor(math.max(0, ahead) / workers)  -- rounds of jobs in front of it
+local before = rounds * service
+-- A worker serving both queues takes them in turn (round robin): before this job, each shared
+-- worker takes at most one job of the other queue per job of this one.
+if shared > 0 then
+  local other = math.min(redis.call('LLEN', other_queue_key), (rounds + 1) * shared)
+  local other_service = tonumber(redis.call('HGET', service_key, other_field) or default_service)
+  before = before + other / workers * other_service
+end
 local estimate = before + own_time(pictures)
 if estimate > budget then
   redis.call('DEL', slot_key)

@@ -5,7 +5,8 @@ duplicates, the per-user rate limit and daily quota, the per-user slot, and whet
 estimated wait fits the reply's deadline. Nothing is counted unless the job is admitted, and a
 refused estimate leaves no slot behind. The estimate is the job's place in its queue, divided
 among the live workers, times a moving average of recent service times that the workers keep in
-Redis.
+Redis; when some of those workers also serve the other queue (one process, both models, taking
+jobs in turn), the other queue's jobs they take before this one are added.
 
 The same round trip queues the job: rq enqueues it as always (job hash and queue push) in a
 MULTI, and the script, last in that MULTI, takes the push back and deletes the hash when it
@@ -70,6 +71,7 @@ class Call:
     job_key: str
     prompt_key: str
     claim_key: str
+    other_queue_key: str
     request_id: str
     slot_ttl: int
     now: float
@@ -96,6 +98,8 @@ class Call:
     claim_over: float
     pictures: int
     min_pictures: int
+    other_field: str
+    shared: int
 
     def keys(self) -> list[str]:
         """KEYS, in order."""
@@ -106,7 +110,7 @@ class Call:
         return [_arg(getattr(self, f.name)) for f in dataclasses.fields(self)[KEY_COUNT:]]
 
 
-KEY_COUNT = 15  # Call's first fields are keys
+KEY_COUNT = 16  # Call's first fields are keys
 
 
 def _arg(value: object) -> str:
@@ -157,6 +161,11 @@ class Ticket:
     chat: str = ""  # where the person wrote (a group): its photo session; empty: their own
     pictures: int = 1  # a storybook counts as its pictures against the quota, one batched job
     min_pictures: int = 1  # a book may be shortened to this many to fit its deadline
+    # Workers serving this queue and another one (one process, both models): the estimate
+    # counts the other queue's jobs those workers take in turn (round-robin dequeue).
+    other_queue_key: str = ""
+    other_field: str = ""  # the other queue's service-time field
+    shared: int = 0
 
     def call(self, limits: Limits, now: float) -> Call:
         """The script's inputs for this attempt: built here, and only here."""
@@ -177,6 +186,7 @@ class Ticket:
             job_key=self.job_key,
             prompt_key=self.prompt[0] if self.prompt else keys.last_prompt(m, u),
             claim_key=self.claim[0] if self.claim else keys.claim(self.request_id),
+            other_queue_key=self.other_queue_key or self.queue_key,
             request_id=self.request_id,
             slot_ttl=max(1, self.slot_ttl_s),
             now=now,
@@ -203,6 +213,8 @@ class Ticket:
             claim_over=self.claim_over_s,
             pictures=max(1, self.pictures),
             min_pictures=max(1, min(self.min_pictures, self.pictures)),
+            other_field=self.other_field or self.service_field,
+            shared=self.shared if self.other_queue_key else 0,
         )
 
 

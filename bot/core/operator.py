@@ -43,6 +43,7 @@ class Operations:
         self._cached_at = 0.0
         self._maintenance = ""
         self._workers: dict[str, int] = {}
+        self._shared: dict[frozenset[str], int] = {}
 
     def is_operator(self, event: Event) -> bool:
         """Operator ids may be written as `messenger:id` or as a bare id."""
@@ -73,11 +74,18 @@ class Operations:
             raise
         self._maintenance = keys.as_text(raw) if raw else ""
         counts: dict[str, int] = {}
+        shared: dict[frozenset[str], int] = {}
         for worker in workers:
             if worker.get("loaded"):
-                for queue in worker.get("queues", []):
+                served = worker.get("queues", [])
+                for queue in served:
                     counts[queue] = counts.get(queue, 0) + 1
+                for i, queue in enumerate(served):
+                    for other in served[i + 1:]:
+                        pair = frozenset((queue, other))
+                        shared[pair] = shared.get(pair, 0) + 1
         self._workers = counts
+        self._shared = shared
         self._cached_at = now
 
     def maintenance(self) -> str:
@@ -91,6 +99,11 @@ class Operations:
         """Live workers with their models loaded, serving `queue`."""
         self._refresh()
         return self._workers.get(queue, 0)
+
+    def shared(self, queue: str, other: str) -> int:
+        """Live workers with their models loaded, serving both `queue` and `other`."""
+        self._refresh()
+        return self._shared.get(frozenset((queue, other)), 0)
 
     def is_command(self, event: Event) -> bool:
         """An operator's `/점검`, `/차단` or `/상태` (other `/…` words are read as anyone's)."""

@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from rq import Queue
@@ -39,7 +40,7 @@ from bot.core import (
 from bot.core.actions import DRAWING, Action, ActionName, Planned, ToQueue
 from bot.core.admission import Status
 from bot.core.events import Ack, Event, Outcome, QuickReply, Reply, Text
-from bot.core.job import Job, Request
+from bot.core.job import TEXT_TO_IMAGE_QUEUE, VISION_LANGUAGE_QUEUE, Job, Request
 from bot.core.operator import Operations
 from bot.core.photos import store_from_settings as photo_store_from_settings
 from bot.core.sessions import Sessions
@@ -415,7 +416,8 @@ class Core:
             first_look=first_look, seen_ttl_s=s.session_ttl_s, deferred_seed=deferred,
             chat=event.room,
             pictures=len(job.request.scenes) or 1,
-            min_pictures=min(storybook.MIN_SCENES, len(job.request.scenes)) or 1)
+            min_pictures=min(storybook.MIN_SCENES, len(job.request.scenes)) or 1,
+            **self._shared_workers(job.queue))
         job = dataclasses.replace(job, meta={**job.meta, "quota_day": ticket.quota_day})
         if job.request.scenes:
             job = dataclasses.replace(job, meta={**job.meta, "pictures": ticket.pictures})
@@ -472,6 +474,17 @@ class Core:
                 return dataclasses.replace(seen, outcome=self._refuse(event, "quota", text)), job
             return dataclasses.replace(seen, outcome=self._refusal(event, decision)), job
         return dataclasses.replace(seen, outcome=self._refusal(event, decision)), job
+
+    def _shared_workers(self, queue: str) -> dict[str, Any]:
+        """The other queue, for the estimate, when workers serve both (one process, two models)."""
+        other = VISION_LANGUAGE_QUEUE if queue == TEXT_TO_IMAGE_QUEUE else TEXT_TO_IMAGE_QUEUE
+        shared = self.ops.shared(queue, other)
+        if not shared:
+            return {}
+        s = self.settings
+        preset = s.vlm_preset if other == VISION_LANGUAGE_QUEUE else s.preset
+        return {"other_queue_key": self.queue(other).key, "shared": shared,
+                "other_field": admission.service_field(other, preset)}
 
     def _saver(self, job: Job, operator: bool) -> Callable[[redis.client.Pipeline], None]:
         """rq's enqueue of this job, for admission to run in its MULTI."""

@@ -220,6 +220,18 @@ class Settings:
     max_batch: int = _setting(4, "Largest text-to-image batch a worker runs in one call.", int)
     batch_wait_ms: float = _setting(
         10.0, "Milliseconds a worker waits to fill a batch after its first job.", float)
+    vlm_quant: str = _setting(
+        "none", "Load the VLM's language model quantized: `none` (fp16), `int8` or `int4` "
+        "(torchao weight-only; the vision tower and projector stay fp16).")
+    draw_memory: str = _setting(
+        "normal", "Drawing memory mode: `normal`, `low` (VAE tiling and slicing, attention "
+        "slicing), `offload` (low, plus model CPU offload: for 8 GB cards).")
+    gpu_memory: str = _setting(
+        "", "GPU memory the start-up memory plan assumes (`24GiB`, `8GB`); empty: the free "
+        "memory the GPU reports.")
+    dequeue: str = _setting(
+        "round_robin", "How a worker serving several queues picks the next job: "
+        "`round_robin` (fair, no queue starves), `random`, or `default` (strict order).")
     debug_job_delay_s: float = _setting(
         0.0, "Development only: seconds a worker sleeps before each job (a test seam).", float
     )
@@ -357,6 +369,21 @@ class Settings:
             raise SettingsError(f"{PREFIX}MEDIA_BACKEND must be local, redis or s3.")
         if self.media_backend == "s3" and not self.s3_bucket:
             raise SettingsError(f"{PREFIX}S3_BUCKET is required with MEDIA_BACKEND=s3.")
+        for name, allowed in (("vlm_quant", ("none", "int8", "int4")),
+                              ("draw_memory", ("normal", "low", "offload")),
+                              ("dequeue", ("round_robin", "random", "default"))):
+            if getattr(self, name) not in allowed:
+                raise SettingsError(
+                    f"{PREFIX}{name.upper()} must be {', '.join(allowed[:-1])} or {allowed[-1]}, "
+                    f"not {getattr(self, name)!r}."
+                )
+        if self.gpu_memory:
+            from bot.core.sizes import parse_bytes
+
+            try:
+                parse_bytes(self.gpu_memory)
+            except ValueError as exc:
+                raise SettingsError(f"{PREFIX}GPU_MEMORY: {exc}") from exc
         if self.sync_wait_s < 0 or self.sync_wait_s > 4.5:
             raise SettingsError(f"{PREFIX}SYNC_WAIT_S must be between 0 and 4.5 (Kakao waits 5 s).")
         if self.photo_fetch_budget_s < 0 or self.photo_fetch_budget_s > 4.5:
