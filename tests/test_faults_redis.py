@@ -77,6 +77,11 @@ def outage(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
         r.close()
 
 
+def listening(r: redis.Redis) -> bool:
+    """The worker waits in rq's blocking dequeue (BLMOVE, blocked), past its suspension check."""
+    return any(c.get("cmd") == "blmove" and "b" in c.get("flags", "") for c in r.client_list())
+
+
 def app_for(outage: dict[str, Any], **overrides: Any) -> Any:
     env = {f"KOALATALK_{k.upper()}": v for k, v in outage["settings"].items()}
     return create_app(Settings.from_env(env, **overrides))
@@ -114,10 +119,11 @@ def test_redis_killed_and_restarted_loses_no_queued_job_and_the_worker_reconnect
     token = "outage" + user
     # 1. A job waits in the queue: the worker is alive but suspended (rq suspend). rq looks at
     # the suspension between jobs, so one job goes first. The worker may still be finishing the
-    # last test's job after its picture was handed over: wait until it listens again (rq marks
-    # it idle only after its suspension check), or it would see the suspension before "먼저".
+    # last test's job after its picture was handed over: wait until it listens again (blocked
+    # in rq's dequeue, past its suspension check; rq marks it idle as soon as a job ends, before
+    # that check), or it would see the suspension before "먼저".
     worker_key = f"rq:worker:{outage['name']}"
-    assert wait_until(lambda: r.hget(worker_key, "state") == b"idle", timeout=10)
+    assert wait_until(lambda: listening(r), timeout=10)
     suspend(r)
     warm = app_for(outage, sync_wait_s=4.0).test_client()
     assert has_picture(warm.post("/kakao/skill", json=kakao_payload(new_user(), "먼저")).get_json())
@@ -187,7 +193,7 @@ def test_a_stalled_redis_answers_within_kakaos_budget_and_the_picture_is_kept(
     r, proc = outage["r"], outage["redis"]
     worker_key = f"rq:worker:{outage['name']}"
     assert wait_until(lambda: r.exists(keys.heartbeat(outage["name"])), timeout=10)
-    assert wait_until(lambda: r.hget(worker_key, "state") == b"idle", timeout=10)
+    assert wait_until(lambda: listening(r), timeout=10)
     # The worker holds the next job (suspended after one more), so Redis can stall while the
     # webhook waits for it.
     suspend(r)

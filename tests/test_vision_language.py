@@ -278,7 +278,15 @@ def test_tile_frames() -> None:
 
 
 def test_video_native_gets_frames_as_a_video(tmp_path: Path) -> None:
-    pytest.importorskip("torchvision", reason="Qwen2-VL's video processor needs torchvision")
+    # Skipped on the CPU machines: the torchvision wheels reachable here (0.28.0, for torch
+    # 2.13.0) are CUDA builds whose _C.so links libtorch_cuda and libc10_cuda, so beside the CPU
+    # torch `import torchvision` fails ("operator torchvision::nms does not exist"); none is
+    # installed. It runs wherever a torchvision matching the installed torch is.
+    pytest.importorskip(
+        "torchvision",
+        reason="Qwen2-VL's video processor needs torchvision; the torchvision 0.28.0 wheels "
+        "reachable here are CUDA builds that do not load beside the CPU torch 2.13.0",
+    )
     hfcache.place(build_tiny_qwen2_vl(tmp_path / "qwen"), "Qwen/Qwen2-VL-2B-Instruct")
     model = load_vision_language("qwen2-vl-2b", device="cpu")
     assert isinstance(model, NativeVisionLanguage) and model.preset.video

@@ -1,7 +1,9 @@
 """Start a resident-model worker: `python -m workers text2image [vision ...]`.
 
-Models load once, before the first job, and stay in memory. The worker is rq's SimpleWorker:
-jobs run in this process, so nothing forks after CUDA is initialised.
+Models load once, before the first job, and stay in memory. The worker is rq's SimpleWorker
+(workers/rqworker.py): jobs run in this process, so nothing forks after CUDA is initialised.
+SIGTERM or SIGINT: an idle worker exits within seconds, whatever state Redis is in; a busy one
+finishes its job (or batch) first.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from typing import Any
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
-from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 from rq.worker import DequeueStrategy
 
@@ -34,12 +35,12 @@ from bot.core.stores import store_from_settings
 from bot.core.urlguard import guard_from_settings
 from workers import heartbeat
 from workers.batching import BatchingWorker, prompting
+from workers.rqworker import RECONNECT_MAX_S, ResidentWorker, quick_client
 from workers.runtime import Runtime, install
 
 log = logging.getLogger("workers")
 KNOWN_QUEUES = (TEXT_TO_IMAGE_QUEUE, VISION_LANGUAGE_QUEUE)
 WORKER_TTL_S = 45  # rq's worker key TTL; it blocks on the queue for WORKER_TTL_S - 15 seconds
-RECONNECT_MAX_S = 5.0  # longest pause between two pings while Redis is away
 
 
 def load_models(settings: Settings, queues: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
@@ -91,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     # redis-py's default 5 s socket timeout would break rq's blocking dequeue: allow it, and
     # keep rq's dequeue short enough (worker_ttl below) that a dead Redis is noticed. A blip of
-    # a few seconds is retried inside each command; a longer outage ends rq's loop and `serve`
-    # waits for Redis and starts a new one.
+    # a few seconds is retried inside each command; rq retries a failed dequeue itself (at most
+    # RECONNECT_MAX_S apart); when another step fails, rq's loop ends and `serve` waits for
+    # Redis and starts a new one. Writes on the way out use a fail-fast client instead.
     r = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2,
                              socket_timeout=WORKER_TTL_S, socket_keepalive=True,
                              health_check_interval=10,
@@ -135,27 +137,30 @@ def main(argv: list[str] | None = None) -> int:
     log.info(
         "models loaded", extra={"load_seconds": str(rt.load_seconds), "queues": ",".join(rt.queues)}
     )
+    quick = quick_client(settings.redis_url)
     stopping = heartbeat.start(rt)
     try:
-        serve(rt, burst=args.burst)
+        serve(rt, burst=args.burst, quick=quick)
     finally:
         stopping.set()
         with contextlib.suppress(redis.RedisError):
-            heartbeat.stop(rt)
+            heartbeat.stop(rt, quick)  # one quick try: Redis may be gone or frozen
     return 0
 
 
-def serve(rt: Runtime, burst: bool = False) -> None:
+def serve(rt: Runtime, burst: bool = False, quick: redis.Redis | None = None) -> None:
     """Run rq's worker loop; when Redis drops it, wait for Redis and run a new loop.
 
     Only rq's worker object is made again: the models stay loaded. SIGTERM during a job is rq's
-    warm shutdown (the job, or batch, finishes first); between two loops it stops at once.
+    warm shutdown (the job, or batch, finishes first); idle, or between two loops, it stops at
+    once. `quick`: the fail-fast client for rq's last writes (workers/rqworker.py).
     """
     stop = threading.Event()
-    worker_class = BatchingWorker if rt.settings.max_batch > 1 else SimpleWorker
-    while True:
+    worker_class = BatchingWorker if rt.settings.max_batch > 1 else ResidentWorker
+    catch_stop_signals(stop)  # until rq's loop installs its handlers, which set `stop` too
+    while not stop.is_set():
         worker = worker_class(rt.queues, connection=rt.redis, serializer=JSONSerializer,
-                              name=rt.name, worker_ttl=WORKER_TTL_S)
+                              name=rt.name, worker_ttl=WORKER_TTL_S, quick=quick, stop=stop)
         try:
             # Round robin (the default): a worker serving both queues takes them in turn, so
             # a stream of drawings never starves photo questions, nor the reverse.
@@ -164,16 +169,21 @@ def serve(rt: Runtime, burst: bool = False) -> None:
                         dequeue_strategy=DequeueStrategy(rt.settings.dequeue))
         except redis.RedisError as exc:  # rq's own tear-down, with Redis gone
             log.warning("rq worker stopped", extra={"error": type(exc).__name__})
-        # rq records a SIGTERM or SIGINT here before its warm shutdown.
-        if burst or getattr(worker, "_shutdown_requested_date", None) is not None:
+        finally:
+            catch_stop_signals(stop)  # rq's handlers belong to the loop that just ended
+        if burst or stop.is_set():
             return
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
         log.warning("rq worker loop ended (Redis unavailable?); reconnecting")
         if not wait_for_redis(rt.redis, stop):
             return
         with contextlib.suppress(redis.RedisError):
             rt.redis.delete(worker.key)  # the old loop's record, so the name can be used again
+
+
+def catch_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT only set `stop` (outside rq's loop, which has its own handlers)."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
 
 
 def wait_for_redis(r: redis.Redis, stop: threading.Event) -> bool:

@@ -18,13 +18,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.job import Job as RqJob
 from rq.worker import WorkerStatus
 
 from bot.core import keys
 from bot.core.job import TEXT_TO_IMAGE_QUEUE, Job
 from workers import prompting
+from workers.rqworker import ResidentWorker
 from workers.runtime import Runtime, current
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,9 @@ def precompute(rt: Runtime, batch: list[RqJob], gather_s: float = 0.0) -> int:
     return len(items)
 
 
-class BatchingWorker(SimpleWorker):
-    """rq's SimpleWorker (no fork) that draws compatible text-to-image jobs together."""
+class BatchingWorker(ResidentWorker):
+    """rq's SimpleWorker (no fork, workers/rqworker.py) that draws compatible text-to-image jobs
+    together."""
 
     def execute_job(self, job: RqJob, queue: Queue) -> None:
         rt = current()

@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 
+import redis
+
 from bot.core import handover, keys, photos, recovery
 from bot.core.events import Reply
 from bot.core.job import Job
@@ -62,9 +64,10 @@ def gpu_memory() -> dict[str, dict[str, int]]:
     }
 
 
-def stop(rt: Runtime) -> None:
-    """Remove this worker's heartbeat at a clean exit."""
-    with rt.redis.pipeline() as pipe:
+def stop(rt: Runtime, r: redis.Redis | None = None) -> None:
+    """Remove this worker's heartbeat at a clean exit; `r`: the client to use (a fail-fast one
+    when Redis may be gone: the heartbeat expires by itself anyway)."""
+    with (r if r is not None else rt.redis).pipeline() as pipe:
         pipe.delete(keys.heartbeat(rt.name))
         pipe.srem(keys.WORKERS, rt.name)
         pipe.execute()
