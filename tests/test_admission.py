@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,17 +13,7 @@ from rq.registry import CanceledJobRegistry
 from rq.serializers import JSONSerializer
 
 from bot.core import admission, keys
-from tests.conftest import LOG_DIR, stop_process
-from tests.support import (
-    new_user,
-    post_kakao,
-    redis_db,
-    start_worker,
-    text_of,
-    wait_ready,
-    wait_until,
-    worker_env,
-)
+from tests.support import Workers, new_user, post_kakao, text_of, wait_until
 
 
 def queued(r: redis.Redis) -> int:
@@ -30,22 +21,10 @@ def queued(r: redis.Redis) -> int:
 
 
 @pytest.fixture(scope="module")
-def slow(redis_url: str, stack: Any) -> Any:
-    """A private worker on database 7 that sleeps 1.5 s before each job, so jobs queue up."""
-    url = redis_db(redis_url, 7)
-    r = redis.Redis.from_url(url)
-    r.flushdb()
-    env = worker_env({}, **{**stack["settings"], "redis_url": url, "debug_job_delay_s": "1.5",
-                            "max_batch": "1"})
-    log_path = LOG_DIR / "worker-admission.log"
-    proc = start_worker(env, log_path=log_path)
-    try:
-        wait_ready(r, proc, log_path=log_path)
-        yield {"url": url, "redis": r}
-    finally:
-        stop_process(proc)
-        r.flushdb()
-        r.close()
+def slow(private_workers: Any) -> Iterator[Workers]:
+    """A private worker on its own database that sleeps 1.5 s before each job, so jobs queue up."""
+    with private_workers("admission", delay_s=1.5, max_batch=1) as workers:
+        yield workers
 
 
 def test_refuses_at_once_when_the_estimate_misses_the_deadline(
@@ -83,11 +62,11 @@ def test_waiting_message_states_the_expected_seconds(make_app: Any, callback_ser
 
 
 def test_no_live_worker_says_so_at_once(make_app: Any, redis_url: str) -> None:
-    url = redis_db(redis_url, 8)
-    client = make_app(redis_url=url, sync_wait_s=0.0).test_client()
+    # redis_url: a database of this test's own, where no worker listens
+    client = make_app(redis_url=redis_url, sync_wait_s=0.0).test_client()
     body = post_kakao(client, new_user(), "아무도 없는 서버")
     assert "쉬고 있어요" in text_of(body)
-    assert queued(redis.Redis.from_url(url)) == 0
+    assert queued(redis.Redis.from_url(redis_url)) == 0
 
 
 def test_rate_limit_over_a_sliding_window(make_app: Any, stack: Any) -> None:
@@ -120,8 +99,8 @@ def test_identical_requests_within_the_window_become_one_job(
 
 
 def test_cancel_a_queued_job_and_drop_a_running_one(make_app: Any, slow: Any) -> None:
-    r = slow["redis"]
-    client = make_app(redis_url=slow["url"], sync_wait_s=0.0).test_client()
+    r = slow.redis
+    client = make_app(redis_url=slow.url, sync_wait_s=0.0).test_client()
     runner, waiter = new_user(), new_user()
     post_kakao(client, runner, "먼저 그리는 그림")
     assert wait_until(
@@ -144,9 +123,9 @@ def test_cancel_a_queued_job_and_drop_a_running_one(make_app: Any, slow: Any) ->
 
 
 def test_operator_jobs_go_to_the_front(make_app: Any, slow: Any) -> None:
-    r = slow["redis"]
+    r = slow.redis
     operator = new_user()
-    client = make_app(redis_url=slow["url"], sync_wait_s=0.0, operators=(operator,)).test_client()
+    client = make_app(redis_url=slow.url, sync_wait_s=0.0, operators=(operator,)).test_client()
     users = [new_user() for _ in range(3)]
     for user in users:
         post_kakao(client, user, f"보통 요청 {user[:6]}")
@@ -164,8 +143,8 @@ def test_admission_queues_in_the_same_transaction_and_a_refusal_leaves_no_job(
     from bot.core.events import Event
     from bot.core.job import Request
 
-    r = slow["redis"]
-    core = make_app(redis_url=slow["url"], sync_wait_s=0.0).extensions["koalatalk"].core
+    r = slow.redis
+    core = make_app(redis_url=slow.url, sync_wait_s=0.0).extensions["koalatalk"].core
     user = new_user()
     queue = Queue("text2image", connection=r, serializer=JSONSerializer)
 
@@ -197,8 +176,8 @@ def test_a_job_admitted_but_not_saved_is_taken_back_whole(make_app: Any, slow: A
     from bot.core.events import Event
     from bot.core.job import Request
 
-    r = slow["redis"]
-    core = make_app(redis_url=slow["url"], sync_wait_s=0.0, daily_quota=5).extensions[
+    r = slow.redis
+    core = make_app(redis_url=slow.url, sync_wait_s=0.0, daily_quota=5).extensions[
         "koalatalk"].core
     user = new_user()
     request_id = "broken" + user[:20]

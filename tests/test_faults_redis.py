@@ -26,12 +26,14 @@ from bot.core import keys
 from bot.core.settings import Settings
 from bot.messengers.line import signature
 from bot.web.app import create_app
-from tests.conftest import LOG_DIR, free_port, start_redis, stop_process
 from tests.support import (
+    LOG_DIR,
+    RedisServer,
     has_picture,
     kakao_payload,
     new_user,
     start_worker,
+    stop_process,
     text_of,
     wait_ready,
     wait_until,
@@ -43,15 +45,16 @@ OUTAGE_S = 5.0
 
 
 @pytest.fixture(scope="module")
-def outage(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def outage(
+    stack: Any, fresh_redis_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     """Our own AOF Redis and one worker on it, whose image store cannot be written yet."""
     folder = tmp_path_factory.mktemp("outage")
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
+    server: RedisServer = fresh_redis_server(appendonly=True, fsync_always=True)
+    url = server.url()
     blocker = folder / "store"
     blocker.write_text("a regular file where the image folder's parent should be")
-    redis_proc = start_redis(folder / "redis", port, appendonly=True, fsync_always=True)
-    state: dict[str, Any] = {"redis": redis_proc}
+    state: dict[str, Any] = {"server": server}
     settings = {**stack["settings"], "redis_url": url, "media_dir": str(blocker / "media")}
     log_path = LOG_DIR / "worker-outage.log"
     worker = start_worker(worker_env({}, **settings), log_path=log_path)
@@ -61,7 +64,6 @@ def outage(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
         name = wait_ready(r, worker, log_path=log_path)
         state.update(
             url=url,
-            port=port,
             folder=folder,
             blocker=blocker,
             worker=worker,
@@ -73,7 +75,6 @@ def outage(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
         yield state
     finally:
         stop_process(worker)
-        stop_process(state["redis"])
         r.close()
 
 
@@ -107,7 +108,7 @@ def test_an_unwritable_image_store_apologises_and_the_worker_stays_up(
 def test_redis_killed_and_restarted_loses_no_queued_job_and_the_worker_reconnects(
     outage: dict[str, Any], callback_server: Any
 ) -> None:
-    r, port = outage["r"], outage["port"]
+    r = outage["r"]
     queue = Queue("text2image", connection=r, serializer=JSONSerializer)
     client = app_for(outage, sync_wait_s=0.0).test_client()
     user = new_user()
@@ -129,8 +130,9 @@ def test_redis_killed_and_restarted_loses_no_queued_job_and_the_worker_reconnect
     request_id = keys.as_text(r.get(keys.slot("kakao", user)) or b"")
     assert queue.get_job_ids() == [request_id]
     # 2. Redis dies without warning.
-    os.kill(outage["redis"].pid, signal.SIGKILL)
-    outage["redis"].wait(10)
+    server: RedisServer = outage["server"]
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait(10)
     killed_at = time.time()
     # 3. While it is down every webhook answers at once, a friendly text for Kakao, never a 500.
     cold = app_for(outage, sync_wait_s=3.0).test_client()  # a web process starting now
@@ -166,9 +168,7 @@ def test_redis_killed_and_restarted_loses_no_queued_job_and_the_worker_reconnect
     # 4. Longer than the worker's own retries (about 3.5 s): rq's loop ends and the worker
     # must reconnect by itself. Then Redis comes back from its append-only file.
     time.sleep(max(0.0, killed_at + OUTAGE_S - time.time()))
-    outage["redis"] = start_redis(
-        outage["folder"] / "redis", port, appendonly=True, fsync_always=True
-    )
+    server.start()  # the same port, folder and append-only file
     assert queue.get_job_ids() == [request_id], "a queued job must survive the crash"
     first = client.post("/kakao/skill", json=kakao_payload(new_user(), "도움말"))
     assert "잠시 쉬고 있어요" not in text_of(first.get_json()), "the web reconnects at once"
@@ -184,7 +184,7 @@ def test_redis_killed_and_restarted_loses_no_queued_job_and_the_worker_reconnect
 def test_a_stalled_redis_answers_within_kakaos_budget_and_the_picture_is_kept(
     outage: dict[str, Any],
 ) -> None:
-    r, proc = outage["r"], outage["redis"]
+    r, proc = outage["r"], outage["server"].proc
     worker_key = f"rq:worker:{outage['name']}"
     assert wait_until(lambda: r.exists(keys.heartbeat(outage["name"])), timeout=10)
     assert wait_until(lambda: r.hget(worker_key, "state") == b"idle", timeout=10)
