@@ -308,6 +308,40 @@ def wait_until(predicate: Any, timeout: float = 20.0, step: float = 0.05) -> boo
     return bool(predicate())
 
 
+def jobs_of(r: Any, user: str, queue: str = "text2image") -> list[Any]:
+    """The user's finished jobs on a queue (rq's finished registry), oldest first. A job is there
+    once its function has returned: everything it delivers has gone out by then."""
+    from rq.job import Job as RqJob
+    from rq.registry import FinishedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    registry = FinishedJobRegistry(queue, connection=r, serializer=JSONSerializer)
+    found = RqJob.fetch_many(registry.get_job_ids(), connection=r, serializer=JSONSerializer)
+    mine = [job for job in found if job is not None and job.args[0]["user"] == user]
+    return sorted(mine, key=lambda job: job.enqueued_at or 0)
+
+
+def counter(r: Any, metric: str, *labels: str) -> int:
+    """A counter's value as the code wrote it in Redis (bot/core/metrics.py), by label values
+    in the metric's label order."""
+    from bot.core import metrics
+
+    return int(r.hget(metrics.key(metric), metrics.SEP.join(labels)) or 0)
+
+
+def blocked_in(r: Any, command: str = "blpop") -> int:
+    """How many clients of r's database wait inside a blocking `command` now (CLIENT LIST):
+    a webhook parked in its wait for the worker's hand-over, say."""
+    db = int(r.connection_pool.connection_kwargs.get("db", 0))
+    return sum(
+        1
+        for client in r.client_list()
+        if client.get("cmd") == command
+        and "b" in client.get("flags", "")
+        and int(client.get("db", -1)) == db
+    )
+
+
 def redis_db(url: str, db: int) -> str:
     """The same Redis server, another database number."""
     from urllib.parse import urlsplit, urlunsplit

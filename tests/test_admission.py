@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 import redis
 from rq import Queue
-from rq.registry import CanceledJobRegistry
+from rq.job import Job as RqJob
+from rq.registry import CanceledJobRegistry, FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
 from bot.core import admission, keys
-from tests.support import Workers, new_user, post_kakao, text_of, wait_until
+from tests.support import Workers, jobs_of, new_user, post_kakao, text_of, wait_until
 
 
 def queued(r: redis.Redis) -> int:
@@ -85,8 +86,9 @@ def test_rate_limit_over_a_sliding_window(make_app: Any, stack: Any) -> None:
 
 
 def test_identical_requests_within_the_window_become_one_job(
-    make_app: Any, callback_server: Any
+    make_app: Any, stack: Any, callback_server: Any
 ) -> None:
+    r = stack["redis"]
     client = make_app(sync_wait_s=0.0).test_client()
     user = new_user()
     first = post_kakao(client, user, "두 번 누른 요청", callback_server.url("dup1" + user))
@@ -94,7 +96,10 @@ def test_identical_requests_within_the_window_become_one_job(
     assert first["useCallback"] is True
     assert "방금 받았어요" in text_of(second)
     assert callback_server.wait_for("dup1" + user)
-    time.sleep(1.5)
+    # The one job has ended, its delivery done, and no other holds the user's slot.
+    assert wait_until(
+        lambda: len(jobs_of(r, user)) == 1 and r.get(keys.slot("kakao", user)) is None
+    )
     assert not [c for c in callback_server.calls if c.token == "dup2" + user]
 
 
@@ -103,11 +108,8 @@ def test_cancel_a_queued_job_and_drop_a_running_one(make_app: Any, slow: Any) ->
     client = make_app(redis_url=slow.url, sync_wait_s=0.0).test_client()
     runner, waiter = new_user(), new_user()
     post_kakao(client, runner, "먼저 그리는 그림")
-    assert wait_until(
-        lambda: (
-            r.get(keys.running(keys.as_text(r.get(keys.slot("kakao", runner)) or b"-"))) is not None
-        )
-    )
+    running_job = keys.as_text(r.get(keys.slot("kakao", runner)) or b"-")
+    assert wait_until(lambda: r.get(keys.running(running_job)) is not None)
     post_kakao(client, waiter, "줄 서 있는 그림")
     waiting_job = keys.as_text(r.get(keys.slot("kakao", waiter)))
     assert "취소했어요" in text_of(post_kakao(client, waiter, "취소"))
@@ -116,7 +118,11 @@ def test_cancel_a_queued_job_and_drop_a_running_one(make_app: Any, slow: Any) ->
     assert waiting_job in registry.get_job_ids()
     assert "결과를 보내지 않을게요" in text_of(post_kakao(client, runner, "취소"))
     assert r.get(keys.slot("kakao", runner)) is None
-    time.sleep(2.5)  # the running job finishes; its result must go nowhere
+    # The running job finishes; its result must go nowhere.
+    finished = FinishedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
+    assert wait_until(lambda: running_job in finished.get_job_ids(), timeout=15)
+    assert RqJob.fetch(running_job, connection=r, serializer=JSONSerializer).return_value()[
+        "delivered"] == "dropped"
     assert r.llen(keys.kept("kakao", runner)) == 0
     assert r.llen(keys.kept("kakao", waiter)) == 0
     assert "취소할 요청이 없어요" in text_of(post_kakao(client, waiter, "취소"))
@@ -200,7 +206,8 @@ def test_maintenance_and_block_list_by_admin_command(make_app: Any, stack: Any) 
     try:
         started = post_kakao(client, operator, "/점검 오후 3시까지 쉬어요")
         assert "점검을 시작했어요" in text_of(started)
-        time.sleep(1.1)  # web processes read operator state with a one-second cache
+        # Web processes read operator state with a one-second cache; the one that ran the
+        # command has dropped its own, so it refuses the next request at once.
         depth = queued(r)
         assert "오후 3시까지 쉬어요" in text_of(post_kakao(client, user, "점검 중 요청"))
         assert queued(r) == depth

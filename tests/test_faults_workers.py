@@ -24,6 +24,7 @@ from rq.serializers import JSONSerializer
 from bot.core import admission, keys, recovery
 from tests.support import (
     Workers,
+    counter,
     has_picture,
     new_user,
     post_kakao,
@@ -90,13 +91,13 @@ def test_a_killed_workers_job_is_retried_on_another_worker(
     assert time.time() - killed_at < 5
     calls = callback_server.wait_for(token, timeout=20)
     assert calls and has_picture(calls[0].body), calls
-    time.sleep(1.0)
+    # The retried run has ended, so everything it delivers has gone out; the killed one is gone.
+    finished = FinishedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
+    assert wait_until(lambda: request_id in finished.get_job_ids(), timeout=10)
     assert len([c for c in callback_server.calls if c.token == token]) == 1, "one picture only"
     job = RqJob.fetch(request_id, connection=r, serializer=JSONSerializer)
     assert job.meta.get(recovery.RETRIES) == 1
     assert job.worker_name in fleet.workers
-    finished = FinishedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
-    assert request_id in finished.get_job_ids()
     assert r.get(keys.slot("kakao", user)) is None
     assert r.llen(keys.kept("kakao", user)) == 0
 
@@ -109,6 +110,7 @@ def test_a_killed_workers_job_without_time_for_a_retry_is_apologised_for(
     # heartbeat has expired, so the user hears at once instead of waiting for nothing.
     r.hset(keys.SERVICE_TIMES, admission.service_field("text2image", "tiny"), "3.0")
     app = make_app(redis_url=fleet.url, sync_wait_s=0.0, callback_deadline_s=6.0)
+    delivered = counter(r, "deliveries", "kakao", "callback")
     user = new_user()
     token = "late" + user
     request_id, victim = start_job(fleet, app.test_client(), user, callback_server.url(token))
@@ -116,10 +118,16 @@ def test_a_killed_workers_job_without_time_for_a_retry_is_apologised_for(
     calls = callback_server.wait_for(token, timeout=10)
     assert calls, "the user must hear back"
     assert "서버가 멈췄어요" in text_of(calls[0].body) and not has_picture(calls[0].body)
-    time.sleep(1.0)
-    assert len([c for c in callback_server.calls if c.token == token]) == 1
+    # The one clean-up has run to its end: the job is failed, its running mark (which the
+    # clean-up takes, once) is gone, and the apology's delivery is counted as done.
     failed = FailedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
-    assert request_id in failed.get_job_ids()
+    assert wait_until(
+        lambda: request_id in failed.get_job_ids()
+        and r.get(keys.running(request_id)) is None
+        and counter(r, "deliveries", "kakao", "callback") == delivered + 1,
+        timeout=10,
+    )
+    assert len([c for c in callback_server.calls if c.token == token]) == 1
     assert r.get(keys.slot("kakao", user)) is None, "the slot is freed"
     assert r.get(admission.quota_key("kakao", user)) in (None, b"0"), "the quota is given back"
 

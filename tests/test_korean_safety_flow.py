@@ -21,8 +21,6 @@ import pytest
 import redis
 from PIL import Image, ImageFilter, ImageStat
 from rq.job import Job as RqJob
-from rq.registry import FinishedJobRegistry
-from rq.serializers import JSONSerializer
 
 from bot.core import keys
 from bot.core.blocklist import BlockList, BlockListError, log_refusal
@@ -35,6 +33,7 @@ from tests.support import (
     KAKAO_BUDGET_S,
     Workers,
     image_urls,
+    jobs_of,
     kakao_payload,
     new_user,
     post_kakao,
@@ -100,16 +99,6 @@ def known_user(r: redis.Redis) -> str:
     user = new_user()
     r.set(keys.seen_user("kakao", user), "1", ex=3600)
     return user
-
-
-def jobs_of(r: redis.Redis, user: str) -> list[RqJob]:
-    """The user's finished text-to-image jobs, oldest first."""
-    registry = FinishedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
-    found = [
-        RqJob.fetch(i, connection=r, serializer=JSONSerializer) for i in registry.get_job_ids()
-    ]
-    mine = [job for job in found if job.args[0]["user"] == user]
-    return sorted(mine, key=lambda job: job.enqueued_at or 0)
 
 
 def last_job(r: redis.Redis, user: str, count: int) -> RqJob:
