@@ -28,6 +28,7 @@ from tests.support import (
     start_worker,
     stop_process,
     wait_ready,
+    wait_until,
     worker_env,
     workers_on,
     xdist_slot,
@@ -198,6 +199,27 @@ def stack(redis_databases: Databases, callback_server, messenger_apis, web_port)
         finally:
             stop_process(proc)
             client.close()
+
+
+@pytest.fixture
+def idle_stack(stack: dict[str, Any]) -> dict[str, Any]:
+    """The shared stack once its worker has nothing queued or running: a test that needs its
+    answer within Kakao's budget does not wait behind the jobs an earlier test left."""
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    r = stack["redis"]
+    queue = Queue("text2image", connection=r, serializer=JSONSerializer)
+
+    def idle() -> bool:
+        return (
+            queue.count == 0
+            and r.llen(queue.intermediate_queue_key) == 0
+            and queue.started_job_registry.count == 0
+        )
+
+    assert wait_until(idle, timeout=120, step=0.1), "the shared worker did not become idle"
+    return stack
 
 
 @pytest.fixture

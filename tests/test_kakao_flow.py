@@ -28,6 +28,8 @@ from workers.imaging import is_marked_ai
 
 # The longest direct wait Kakao's budget allows; a loaded 2-core machine can be slow.
 DIRECT_WAIT = 4.0
+# Direct answers are timed: no test here waits behind the jobs an earlier test left.
+pytestmark = pytest.mark.usefixtures("idle_stack")
 
 
 def post(client: Any, user: str, text: str, callback: str | None = None) -> dict[str, Any]:

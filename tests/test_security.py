@@ -323,7 +323,11 @@ def test_media_urls_are_unguessable_and_cannot_be_listed(make_app: Any, stack: A
 
 
 def test_logs_never_hold_secrets_or_callback_tokens(
-    make_app: Any, stack: Any, callback_server: Any, capfd: pytest.CaptureFixture[str]
+    make_app: Any,
+    idle_stack: Any,
+    stack: Any,
+    callback_server: Any,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """A callback delivered, one failing with 500 until its deadline, at DEBUG on the web."""
     secret = "kakao-secret-" + secrets.token_urlsafe(12)
