@@ -52,12 +52,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-gpu", action="store_true", help="run tests marked gpu")
 
 
+# The longest modules (they start worker processes or long subprocesses of their own), longest
+# first. They run first, so that under `pytest -n 2` (whole modules to one xdist worker, in this
+# order: pyproject's --dist loadfile --no-loadscope-reorder) no worker is left with a long one at
+# the end while the other idles. Only the order depends on this list, never a result.
+LONGEST_FIRST = (
+    "test_korean_safety_flow.py",
+    "test_bench_gpu.py",
+    "test_core_faults.py",
+    "test_faults_workers.py",
+    "test_batching.py",
+    "test_cli.py",
+    "test_vision_flow.py",
+    "test_faults_redis.py",
+    "test_playground_browser.py",
+    "test_admission.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "slow" in item.keywords and not config.getoption("--run-slow"):
             item.add_marker(pytest.mark.skip(reason="slow: run with --run-slow"))
         if "gpu" in item.keywords and not config.getoption("--run-gpu"):
             item.add_marker(pytest.mark.skip(reason="gpu: needs CUDA, run with --run-gpu"))
+    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
