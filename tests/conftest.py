@@ -52,21 +52,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-gpu", action="store_true", help="run tests marked gpu")
 
 
-# The longest modules (they start worker processes or long subprocesses of their own), longest
-# first. They run first, so that under `pytest -n 2` (whole modules to one xdist worker, in this
-# order: pyproject's --dist loadfile --no-loadscope-reorder) no worker is left with a long one at
-# the end while the other idles. Only the order depends on this list, never a result.
+# The longest modules, longest first (as `pytest -n 2 --durations=0` measured them; most start
+# worker processes or long subprocesses of their own). They run first, so that under `pytest -n 2`
+# (whole modules to one xdist worker, in this order: pyproject's --dist loadfile
+# --no-loadscope-reorder) no worker is left with a long one at the end while the other idles.
+# Only the order depends on this list, never a result.
 LONGEST_FIRST = (
+    "test_core_faults.py",
     "test_korean_safety_flow.py",
     "test_bench_gpu.py",
-    "test_core_faults.py",
-    "test_faults_workers.py",
     "test_batching.py",
+    "test_faults_workers.py",
+    "test_kakao_flow.py",
+    "test_security.py",
+    "test_fuzz.py",
     "test_cli.py",
-    "test_vision_flow.py",
+    "test_line.py",
     "test_faults_redis.py",
-    "test_playground_browser.py",
+    "test_text2image.py",
+    "test_vision_flow.py",
     "test_admission.py",
+    "test_playground_browser.py",
 )
 
 
