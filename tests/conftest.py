@@ -40,7 +40,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Torch's thread pool in every process this run starts (workers inherit it). Under `pytest -n N`
+# the N sessions share the cores: each gets its share, since OpenMP threads that outnumber the
+# cores spin against each other and turn a 0.2 s tiny drawing into seconds (bench/gpu.py does
+# the same for its CPU smoke).
+_index, _sessions = xdist_slot()
+os.environ.setdefault(
+    "OMP_NUM_THREADS", "2" if _sessions == 1 else str(max(1, (os.cpu_count() or 2) // _sessions))
+)
 
 # Our own Redis server has this many databases for one process's tests (the shared stack holds
 # one, a module's private workers one, a test one or two at a time).
