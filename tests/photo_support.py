@@ -33,7 +33,7 @@ class Item:
 class CdnServer:
     """A local HTTP server that hands out photos by path; unknown paths are 404."""
 
-    port: int
+    port: int = 0  # 0: a free one, chosen when it starts
     items: dict[str, Item] = field(default_factory=dict)
     hits: dict[str, int] = field(default_factory=dict)
 
@@ -82,6 +82,7 @@ class CdnServer:
 
         server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
+        self.port = int(server.server_address[1])  # port 0: the one the system chose
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server
 

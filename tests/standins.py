@@ -42,7 +42,7 @@ class ApiCall:
 class ApiStandIn:
     """The stand-in; tests add files, contents and refusals, then read `calls`."""
 
-    port: int
+    port: int = 0  # 0: a free one, chosen when it starts
     calls: list[ApiCall] = field(default_factory=list)
     telegram_files: dict[str, bytes] = field(default_factory=dict)  # file_id -> bytes
     blocked_chats: set[str] = field(default_factory=set)  # Telegram answers 403
@@ -226,5 +226,6 @@ class ApiStandIn:
 
         server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
+        self.port = int(server.server_address[1])  # port 0: the one the system chose
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server

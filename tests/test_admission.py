@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 from rq import Queue
-from rq.registry import CanceledJobRegistry
+from rq.job import Job as RqJob
+from rq.registry import CanceledJobRegistry, FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
 from bot.core import admission, keys
-from tests.conftest import LOG_DIR, stop_process
-from tests.support import (
-    new_user,
-    post_kakao,
-    redis_db,
-    start_worker,
-    text_of,
-    wait_ready,
-    wait_until,
-    worker_env,
-)
+from tests.support import Workers, jobs_of, new_user, post_kakao, text_of, wait_until
 
 
 def queued(r: redis.Redis) -> int:
@@ -30,22 +22,10 @@ def queued(r: redis.Redis) -> int:
 
 
 @pytest.fixture(scope="module")
-def slow(redis_url: str, stack: Any) -> Any:
-    """A private worker on database 7 that sleeps 1.5 s before each job, so jobs queue up."""
-    url = redis_db(redis_url, 7)
-    r = redis.Redis.from_url(url)
-    r.flushdb()
-    env = worker_env({}, **{**stack["settings"], "redis_url": url, "debug_job_delay_s": "1.5",
-                            "max_batch": "1"})
-    log_path = LOG_DIR / "worker-admission.log"
-    proc = start_worker(env, log_path=log_path)
-    try:
-        wait_ready(r, proc, log_path=log_path)
-        yield {"url": url, "redis": r}
-    finally:
-        stop_process(proc)
-        r.flushdb()
-        r.close()
+def slow(private_workers: Any) -> Iterator[Workers]:
+    """A private worker on its own database that sleeps 1.5 s before each job, so jobs queue up."""
+    with private_workers("admission", delay_s=1.5, max_batch=1) as workers:
+        yield workers
 
 
 def test_refuses_at_once_when_the_estimate_misses_the_deadline(
@@ -83,11 +63,11 @@ def test_waiting_message_states_the_expected_seconds(make_app: Any, callback_ser
 
 
 def test_no_live_worker_says_so_at_once(make_app: Any, redis_url: str) -> None:
-    url = redis_db(redis_url, 8)
-    client = make_app(redis_url=url, sync_wait_s=0.0).test_client()
+    # redis_url: a database of this test's own, where no worker listens
+    client = make_app(redis_url=redis_url, sync_wait_s=0.0).test_client()
     body = post_kakao(client, new_user(), "아무도 없는 서버")
     assert "쉬고 있어요" in text_of(body)
-    assert queued(redis.Redis.from_url(url)) == 0
+    assert queued(redis.Redis.from_url(redis_url)) == 0
 
 
 def test_rate_limit_over_a_sliding_window(make_app: Any, stack: Any) -> None:
@@ -106,8 +86,9 @@ def test_rate_limit_over_a_sliding_window(make_app: Any, stack: Any) -> None:
 
 
 def test_identical_requests_within_the_window_become_one_job(
-    make_app: Any, callback_server: Any
+    make_app: Any, stack: Any, callback_server: Any
 ) -> None:
+    r = stack["redis"]
     client = make_app(sync_wait_s=0.0).test_client()
     user = new_user()
     first = post_kakao(client, user, "두 번 누른 요청", callback_server.url("dup1" + user))
@@ -115,20 +96,20 @@ def test_identical_requests_within_the_window_become_one_job(
     assert first["useCallback"] is True
     assert "방금 받았어요" in text_of(second)
     assert callback_server.wait_for("dup1" + user)
-    time.sleep(1.5)
+    # The one job has ended, its delivery done, and no other holds the user's slot.
+    assert wait_until(
+        lambda: len(jobs_of(r, user)) == 1 and r.get(keys.slot("kakao", user)) is None
+    )
     assert not [c for c in callback_server.calls if c.token == "dup2" + user]
 
 
 def test_cancel_a_queued_job_and_drop_a_running_one(make_app: Any, slow: Any) -> None:
-    r = slow["redis"]
-    client = make_app(redis_url=slow["url"], sync_wait_s=0.0).test_client()
+    r = slow.redis
+    client = make_app(redis_url=slow.url, sync_wait_s=0.0).test_client()
     runner, waiter = new_user(), new_user()
     post_kakao(client, runner, "먼저 그리는 그림")
-    assert wait_until(
-        lambda: (
-            r.get(keys.running(keys.as_text(r.get(keys.slot("kakao", runner)) or b"-"))) is not None
-        )
-    )
+    running_job = keys.as_text(r.get(keys.slot("kakao", runner)) or b"-")
+    assert wait_until(lambda: r.get(keys.running(running_job)) is not None)
     post_kakao(client, waiter, "줄 서 있는 그림")
     waiting_job = keys.as_text(r.get(keys.slot("kakao", waiter)))
     assert "취소했어요" in text_of(post_kakao(client, waiter, "취소"))
@@ -137,16 +118,20 @@ def test_cancel_a_queued_job_and_drop_a_running_one(make_app: Any, slow: Any) ->
     assert waiting_job in registry.get_job_ids()
     assert "결과를 보내지 않을게요" in text_of(post_kakao(client, runner, "취소"))
     assert r.get(keys.slot("kakao", runner)) is None
-    time.sleep(2.5)  # the running job finishes; its result must go nowhere
+    # The running job finishes; its result must go nowhere.
+    finished = FinishedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
+    assert wait_until(lambda: running_job in finished.get_job_ids(), timeout=15)
+    assert RqJob.fetch(running_job, connection=r, serializer=JSONSerializer).return_value()[
+        "delivered"] == "dropped"
     assert r.llen(keys.kept("kakao", runner)) == 0
     assert r.llen(keys.kept("kakao", waiter)) == 0
     assert "취소할 요청이 없어요" in text_of(post_kakao(client, waiter, "취소"))
 
 
 def test_operator_jobs_go_to_the_front(make_app: Any, slow: Any) -> None:
-    r = slow["redis"]
+    r = slow.redis
     operator = new_user()
-    client = make_app(redis_url=slow["url"], sync_wait_s=0.0, operators=(operator,)).test_client()
+    client = make_app(redis_url=slow.url, sync_wait_s=0.0, operators=(operator,)).test_client()
     users = [new_user() for _ in range(3)]
     for user in users:
         post_kakao(client, user, f"보통 요청 {user[:6]}")
@@ -164,8 +149,8 @@ def test_admission_queues_in_the_same_transaction_and_a_refusal_leaves_no_job(
     from bot.core.events import Event
     from bot.core.job import Request
 
-    r = slow["redis"]
-    core = make_app(redis_url=slow["url"], sync_wait_s=0.0).extensions["koalatalk"].core
+    r = slow.redis
+    core = make_app(redis_url=slow.url, sync_wait_s=0.0).extensions["koalatalk"].core
     user = new_user()
     queue = Queue("text2image", connection=r, serializer=JSONSerializer)
 
@@ -197,8 +182,8 @@ def test_a_job_admitted_but_not_saved_is_taken_back_whole(make_app: Any, slow: A
     from bot.core.events import Event
     from bot.core.job import Request
 
-    r = slow["redis"]
-    core = make_app(redis_url=slow["url"], sync_wait_s=0.0, daily_quota=5).extensions[
+    r = slow.redis
+    core = make_app(redis_url=slow.url, sync_wait_s=0.0, daily_quota=5).extensions[
         "koalatalk"].core
     user = new_user()
     request_id = "broken" + user[:20]
@@ -221,7 +206,8 @@ def test_maintenance_and_block_list_by_admin_command(make_app: Any, stack: Any) 
     try:
         started = post_kakao(client, operator, "/점검 오후 3시까지 쉬어요")
         assert "점검을 시작했어요" in text_of(started)
-        time.sleep(1.1)  # web processes read operator state with a one-second cache
+        # Web processes read operator state with a one-second cache; the one that ran the
+        # command has dropped its own, so it refuses the next request at once.
         depth = queued(r)
         assert "오후 3시까지 쉬어요" in text_of(post_kakao(client, user, "점검 중 요청"))
         assert queued(r) == depth

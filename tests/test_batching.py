@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,28 +20,14 @@ from bot.core import keys
 from bot.core.events import Event, Reply
 from bot.core.job import Request
 from bot.core.stores import LocalImageStore
-from tests.conftest import LOG_DIR, RUN_DIR, stop_process
-from tests.support import new_user, redis_db, start_worker, wait_ready, wait_until, worker_env
+from tests.support import Workers, new_user, wait_until
 
 
 @pytest.fixture(scope="module")
-def batching(redis_url: str, stack: Any) -> Any:
-    """A private worker on database 9 that gathers up to 4 jobs for 400 ms."""
-    url = redis_db(redis_url, 9)
-    r = redis.Redis.from_url(url)
-    r.flushdb()
-    env = worker_env(
-        {}, **{**stack["settings"], "redis_url": url, "max_batch": "4", "batch_wait_ms": "400"}
-    )
-    log_path = LOG_DIR / "worker-batching.log"
-    proc = start_worker(env, log_path=log_path)
-    try:
-        wait_ready(r, proc, log_path=log_path)
-        yield {"url": url, "redis": r, "log": log_path}
-    finally:
-        stop_process(proc)
-        r.flushdb()
-        r.close()
+def batching(private_workers: Any) -> Iterator[Workers]:
+    """A private worker on its own database that gathers up to 4 jobs for 400 ms."""
+    with private_workers("batching", max_batch=4, batch_wait_ms=400) as workers:
+        yield workers
 
 
 def submit_many(core: Any, requests: list[tuple[str, Request]]) -> list[str]:
@@ -81,8 +69,8 @@ def test_compatible_jobs_are_drawn_together_and_each_user_gets_their_seed(
     from models.text2image import TextToImage
     from workers.imaging import to_jpeg
 
-    r = batching["redis"]
-    core = make_app(redis_url=batching["url"], sync_wait_s=0.0).extensions["koalatalk"].core
+    r = batching.redis
+    core = make_app(redis_url=batching.url, sync_wait_s=0.0).extensions["koalatalk"].core
     users = [new_user() for _ in range(4)]
     prompts = ["a red koala", "a blue whale", "a green frog", "a yellow bird"]
     ids = submit_many(
@@ -96,7 +84,7 @@ def test_compatible_jobs_are_drawn_together_and_each_user_gets_their_seed(
     assert wait_until(lambda: set(ids) <= set(finished.get_job_ids()), timeout=60)
     results = [RqJob.fetch(i, connection=r, serializer=JSONSerializer).return_value() for i in ids]
     assert sum("batch_share_s" in res for res in results) >= 2, results
-    store = LocalImageStore(RUN_DIR / "media", 3600)
+    store = LocalImageStore(Path(batching.settings["media_dir"]), 3600)
     model = TextToImage.load("tiny", "cpu")
     pictures = [kept_picture(r, store, u) for u in users]
     for i, (prompt, picture) in enumerate(zip(prompts, pictures, strict=True)):
@@ -107,8 +95,8 @@ def test_compatible_jobs_are_drawn_together_and_each_user_gets_their_seed(
 
 
 def test_one_bad_item_does_not_lose_the_others(make_app: Any, batching: Any) -> None:
-    r = batching["redis"]
-    core = make_app(redis_url=batching["url"], sync_wait_s=0.0).extensions["koalatalk"].core
+    r = batching.redis
+    core = make_app(redis_url=batching.url, sync_wait_s=0.0).extensions["koalatalk"].core
     users = [new_user() for _ in range(4)]
     requests = [
         Request(prompt="a calm lake", seed=1, language="en"),
@@ -133,19 +121,10 @@ def test_one_bad_item_does_not_lose_the_others(make_app: Any, batching: Any) -> 
 
 
 def test_two_workers_share_the_queue_and_no_job_runs_twice(
-    make_app: Any, redis_url: str, stack: Any
+    make_app: Any, private_workers: Any
 ) -> None:
-    url = redis_db(redis_url, 10)
-    r = redis.Redis.from_url(url)
-    r.flushdb()
-    env = worker_env(
-        {}, **{**stack["settings"], "redis_url": url, "max_batch": "1", "debug_job_delay_s": "0.3"}
-    )
-    procs = [start_worker(env, log_path=LOG_DIR / f"worker-pair-{n}.log") for n in range(2)]
-    try:
-        names = {
-            wait_ready(r, p, log_path=LOG_DIR / f"worker-pair-{n}.log") for n, p in enumerate(procs)
-        }
+    with private_workers("pair", count=2, delay_s=0.3, max_batch=1) as pair:
+        url, r, names = pair.url, pair.redis, set(pair.workers)
         core = make_app(redis_url=url, sync_wait_s=0.0).extensions["koalatalk"].core
         users = [new_user() for _ in range(8)]
         ids = submit_many(
@@ -161,15 +140,10 @@ def test_two_workers_share_the_queue_and_no_job_runs_twice(
         assert ran_on == names, "both workers must take jobs"
         for user in users:
             assert r.llen(keys.kept("kakao", user)) == 1, "each job ran and delivered once"
-    finally:
-        for proc in procs:
-            stop_process(proc)
-        r.flushdb()
-        r.close()
 
 
 def test_jobs_a_dead_batching_worker_had_taken_are_taken_up_again(
-        make_app: Any, redis_url: str, stack: Any) -> None:
+        make_app: Any, redis_client: Any, redis_url: str, tmp_path: Path) -> None:
     """gather() marks what it takes; the heartbeat rescue finds it in rq's intermediate queue."""
     from rq import Queue
 
@@ -181,42 +155,36 @@ def test_jobs_a_dead_batching_worker_had_taken_are_taken_up_again(
     from workers import batching
     from workers.runtime import Runtime
 
-    url = redis_db(redis_url, 12)
-    r = redis.Redis.from_url(url)
-    r.flushdb()
-    try:
-        settings = Settings(mode="development", redis_url=url, max_batch=4, batch_wait_ms=0,
-                            log_json=False)
-        # A worker that never heartbeats: exactly what a SIGKILLed one looks like from Redis.
-        rt = Runtime(name="gone-worker", settings=settings, redis=r,
-                     store=LocalImageStore(RUN_DIR / "media12", 60),
-                     guard=guard_from_settings(settings), queues=["text2image"],
-                     sessions=Sessions(r, 60, 60))
-        core = make_app(redis_url=url, sync_wait_s=0.0).extensions["koalatalk"].core
-        queue = Queue("text2image", connection=r, serializer=JSONSerializer)
-        requests = [Request(prompt=f"batch item {n}", seed=n, language="en") for n in range(3)]
-        users = [new_user() for _ in requests]
-        # Admission needs a live worker on the queue: a real heartbeat from this process.
-        r.set(keys.heartbeat("alive"), json.dumps({"name": "alive", "queues": ["text2image"],
-                                                   "loaded": True}), ex=60)
-        r.sadd(keys.WORKERS, "alive")
-        ids = submit_many(core, list(zip(users, requests, strict=True)))
-        # As rq's dequeue does for the worker, and as BatchingWorker marks its first job:
-        r.lmove(queue.key, queue.intermediate_queue_key)
-        r.set(keys.running(ids[0]), rt.name, ex=60)
-        first = RqJob.fetch(ids[0], connection=r, serializer=JSONSerializer)
-        taken = batching.gather(rt, queue, first)
-        assert [j.id for j in taken] == ids[1:]
-        waiting = [keys.as_text(i) for i in r.lrange(queue.intermediate_queue_key, 0, -1)]
-        assert waiting == ids and queue.get_job_ids() == []
-        assert all(r.get(keys.running(i)) == b"gone-worker" for i in ids)
-        found = recovery.lost_jobs(r, ["text2image"], default_service_s=1.0)
-        assert sorted(f.job.request_id for f in found) == sorted(ids)
-        assert {f.how for f in found} == {recovery.RETRIED}
-        assert r.llen(queue.intermediate_queue_key) == 0
-        assert set(queue.get_job_ids()) == set(ids), "back in the queue, nothing lost"
-        for user, rid in zip(users, ids, strict=True):
-            assert r.get(keys.slot("kakao", user)) == rid.encode(), "the user keeps the slot"
-    finally:
-        r.flushdb()
-        r.close()
+    url, r = redis_url, redis_client  # a database of this test's own
+    settings = Settings(mode="development", redis_url=url, max_batch=4, batch_wait_ms=0,
+                        log_json=False)
+    # A worker that never heartbeats: exactly what a SIGKILLed one looks like from Redis.
+    rt = Runtime(name="gone-worker", settings=settings, redis=r,
+                 store=LocalImageStore(tmp_path / "media", 60),
+                 guard=guard_from_settings(settings), queues=["text2image"],
+                 sessions=Sessions(r, 60, 60))
+    core = make_app(redis_url=url, sync_wait_s=0.0).extensions["koalatalk"].core
+    queue = Queue("text2image", connection=r, serializer=JSONSerializer)
+    requests = [Request(prompt=f"batch item {n}", seed=n, language="en") for n in range(3)]
+    users = [new_user() for _ in requests]
+    # Admission needs a live worker on the queue: a real heartbeat from this process.
+    r.set(keys.heartbeat("alive"), json.dumps({"name": "alive", "queues": ["text2image"],
+                                               "loaded": True}), ex=60)
+    r.sadd(keys.WORKERS, "alive")
+    ids = submit_many(core, list(zip(users, requests, strict=True)))
+    # As rq's dequeue does for the worker, and as BatchingWorker marks its first job:
+    r.lmove(queue.key, queue.intermediate_queue_key)
+    r.set(keys.running(ids[0]), rt.name, ex=60)
+    first = RqJob.fetch(ids[0], connection=r, serializer=JSONSerializer)
+    taken = batching.gather(rt, queue, first)
+    assert [j.id for j in taken] == ids[1:]
+    waiting = [keys.as_text(i) for i in r.lrange(queue.intermediate_queue_key, 0, -1)]
+    assert waiting == ids and queue.get_job_ids() == []
+    assert all(r.get(keys.running(i)) == b"gone-worker" for i in ids)
+    found = recovery.lost_jobs(r, ["text2image"], default_service_s=1.0)
+    assert sorted(f.job.request_id for f in found) == sorted(ids)
+    assert {f.how for f in found} == {recovery.RETRIED}
+    assert r.llen(queue.intermediate_queue_key) == 0
+    assert set(queue.get_job_ids()) == set(ids), "back in the queue, nothing lost"
+    for user, rid in zip(users, ids, strict=True):
+        assert r.get(keys.slot("kakao", user)) == rid.encode(), "the user keeps the slot"

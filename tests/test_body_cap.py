@@ -19,7 +19,7 @@ from bot.core.settings import Settings
 from bot.messengers import line
 from bot.web.app import create_app
 from tests.standins import LINE_TOKEN, TELEGRAM_TOKEN
-from tests.support import kakao_payload, new_user, redis_db
+from tests.support import kakao_payload, new_user
 
 CAP = 4096
 KAKAO_SECRET = "kakao-cap-secret-value"
@@ -28,13 +28,13 @@ LINE_SECRET = "line-cap-secret"
 
 
 @pytest.fixture(scope="module")
-def served(redis_url: str, tmp_path_factory: Any) -> Iterator[int]:
+def served(module_redis_url: str, tmp_path_factory: Any) -> Iterator[int]:
     """A production app (every secret set) on a loopback port; yields the port."""
     folder: Path = tmp_path_factory.mktemp("bodycap")
     settings = Settings(
         mode="production",
         secret=KAKAO_SECRET,
-        redis_url=redis_db(redis_url, 11),
+        redis_url=module_redis_url,
         preset="koala-1b",
         media_dir=folder / "media",
         photo_dir=folder / "photos",

@@ -7,57 +7,44 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from bot.core import keys
 from bot.core.events import Event
 from bot.core.job import Request
-from tests.conftest import LOG_DIR, stop_process
 from tests.support import (
     ROOT,
     ConnectionCounter,
+    Workers,
     has_picture,
     new_user,
     post_kakao,
-    redis_db,
-    start_worker,
     text_of,
-    wait_ready,
     wait_until,
     worker_env,
 )
 
 
 @pytest.fixture(scope="module")
-def slow(redis_url: str, stack: Any) -> Any:
-    """A private worker on database 5 that sleeps 2 s before each job (a development seam)."""
-    url = redis_db(redis_url, 5)
-    r = redis.Redis.from_url(url)
-    env = worker_env({}, **{**stack["settings"], "redis_url": url, "debug_job_delay_s": "2"})
-    log_path = LOG_DIR / "worker-slow.log"
-    proc = start_worker(env, log_path=log_path)
-    try:
-        wait_ready(r, proc, log_path=log_path)
-        yield {"url": url, "redis": r}
-    finally:
-        stop_process(proc)
-        r.flushdb()
-        r.close()
+def slow(private_workers: Any) -> Iterator[Workers]:
+    """A private worker on its own database that sleeps 2 s before each job (a development seam)."""
+    with private_workers("slow", delay_s=2) as workers:
+        yield workers
 
 
-def test_one_job_in_flight_per_user(make_app: Any, slow: Any) -> None:
-    client = make_app(redis_url=slow["url"], sync_wait_s=0.0).test_client()
+def test_one_job_in_flight_per_user(make_app: Any, slow: Workers) -> None:
+    client = make_app(redis_url=slow.url, sync_wait_s=0.0).test_client()
     user, other = new_user(), new_user()
     assert "아직 그리는 중" in text_of(post_kakao(client, user, "첫 번째 그림"))
     busy = post_kakao(client, user, "두 번째 그림")
     assert "앞서 보낸 요청을 아직 처리하고 있어요" in text_of(busy)
     assert "아직 그리는 중" in text_of(post_kakao(client, other, "다른 사람의 그림"))
-    r = slow["redis"]
+    r = slow.redis
     assert wait_until(lambda: r.llen(keys.kept("kakao", user)) == 1, timeout=20)
     assert r.get(keys.slot("kakao", user)) is None
     later = post_kakao(client, user, "세 번째 그림")
@@ -136,15 +123,11 @@ def test_a_failing_job_apologises_and_is_recorded_as_failed(
 
 
 def test_slot_is_freed_within_seconds_after_the_worker_is_killed(
-    make_app: Any, redis_url: str, stack: Any
+    make_app: Any, private_workers: Any
 ) -> None:
-    url = redis_db(redis_url, 6)
-    r = redis.Redis.from_url(url)
-    env = worker_env({}, **{**stack["settings"], "redis_url": url, "debug_job_delay_s": "60"})
-    log_path = LOG_DIR / "worker-killed.log"
-    proc = start_worker(env, log_path=log_path)
-    try:
-        wait_ready(r, proc, log_path=log_path)
+    with private_workers("killed", delay_s=60) as workers:
+        (proc,) = workers.workers.values()
+        url, r = workers.url, workers.redis
         client = make_app(redis_url=url, sync_wait_s=0.0).test_client()
         user = new_user()
         post_kakao(client, user, "중간에 죽는 워커")
@@ -163,18 +146,14 @@ def test_slot_is_freed_within_seconds_after_the_worker_is_killed(
         assert r.get(keys.slot("kakao", user)) is None
         failed = FailedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
         assert holder.decode() in failed.get_job_ids()
-    finally:
-        stop_process(proc)
-        r.flushdb()
-        r.close()
 
 
-def test_worker_without_weights_stops_with_a_clear_message(stack: Any, make_app: Any) -> None:
-    url = redis_db(stack["settings"]["redis_url"], 12)
+def test_worker_without_weights_stops_with_a_clear_message(make_app: Any, redis_url: str) -> None:
+    # redis_url: a database of this test's own, where the stack's worker does not listen
     env = worker_env(
         {},
         mode="development",
-        redis_url=url,
+        redis_url=redis_url,
         preset="koala-1b",
         log_json="false",
         system_dns="false",
@@ -191,6 +170,6 @@ def test_worker_without_weights_stops_with_a_clear_message(stack: Any, make_app:
     assert "koala-1b" in done.stderr and "etri-vilab/koala-1b" in done.stderr
     assert "Traceback" not in done.stderr
     # It never said it was ready: readiness stays false for its queue.
-    ready = make_app(redis_url=url, ready_queues=("text2image",)).test_client().get("/readyz")
+    ready = make_app(redis_url=redis_url, ready_queues=("text2image",)).test_client().get("/readyz")
     assert ready.status_code == 503
     assert ready.get_json()["queues"] == {"text2image": False}

@@ -7,6 +7,7 @@ file, which stops writes even for root.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -26,12 +27,15 @@ from bot.core import keys
 from bot.core.settings import Settings
 from bot.messengers.line import signature
 from bot.web.app import create_app
-from tests.conftest import LOG_DIR, free_port, start_redis, stop_process
 from tests.support import (
+    LOG_DIR,
+    RedisServer,
+    blocked_in,
     has_picture,
     kakao_payload,
     new_user,
     start_worker,
+    stop_process,
     text_of,
     wait_ready,
     wait_until,
@@ -39,19 +43,20 @@ from tests.support import (
 )
 
 KAKAO_LIMIT_S = 4.5  # Kakao waits 5 s; the busy answer must come well inside
-OUTAGE_S = 5.0
+LOOP_END_S = 20.0  # the worker's rq loop gives up on a dead Redis well within this
 
 
 @pytest.fixture(scope="module")
-def outage(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def outage(
+    stack: Any, fresh_redis_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     """Our own AOF Redis and one worker on it, whose image store cannot be written yet."""
     folder = tmp_path_factory.mktemp("outage")
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
+    server: RedisServer = fresh_redis_server(appendonly=True, fsync_always=True)
+    url = server.url()
     blocker = folder / "store"
     blocker.write_text("a regular file where the image folder's parent should be")
-    redis_proc = start_redis(folder / "redis", port, appendonly=True, fsync_always=True)
-    state: dict[str, Any] = {"redis": redis_proc}
+    state: dict[str, Any] = {"server": server}
     settings = {**stack["settings"], "redis_url": url, "media_dir": str(blocker / "media")}
     log_path = LOG_DIR / "worker-outage.log"
     worker = start_worker(worker_env({}, **settings), log_path=log_path)
@@ -61,7 +66,6 @@ def outage(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
         name = wait_ready(r, worker, log_path=log_path)
         state.update(
             url=url,
-            port=port,
             folder=folder,
             blocker=blocker,
             worker=worker,
@@ -73,13 +77,17 @@ def outage(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
         yield state
     finally:
         stop_process(worker)
-        stop_process(state["redis"])
         r.close()
 
 
 def listening(r: redis.Redis) -> bool:
     """The worker waits in rq's blocking dequeue (BLMOVE, blocked), past its suspension check."""
     return any(c.get("cmd") == "blmove" and "b" in c.get("flags", "") for c in r.client_list())
+
+
+def loop_ends(outage: dict[str, Any]) -> int:
+    """How many times the worker's rq loop has ended for want of Redis (its log)."""
+    return outage["log"].read_text().count("rq worker loop ended")
 
 
 def app_for(outage: dict[str, Any], **overrides: Any) -> Any:
@@ -100,7 +108,17 @@ def test_an_unwritable_image_store_apologises_and_the_worker_stays_up(
     user = new_user()
     body = client.post("/kakao/skill", json=kakao_payload(user, "저장할 수 없는 그림")).get_json()
     assert "문제가 생겼어요" in text_of(body) and not has_picture(body)
-    time.sleep(1.0)  # two heartbeats later the worker is still there
+    # Two heartbeats later the worker is still there.
+    answered_at, beats = time.time(), set()
+
+    def beat_after_the_answer() -> bool:
+        raw = outage["r"].get(keys.heartbeat(outage["name"]))
+        at = json.loads(raw)["at"] if raw else 0.0
+        if at > answered_at:
+            beats.add(at)
+        return len(beats) >= 2
+
+    assert wait_until(beat_after_the_answer, timeout=10, step=0.1)
     assert outage["worker"].poll() is None
     assert outage["r"].exists(keys.heartbeat(outage["name"]))
     assert outage["r"].get(keys.slot("kakao", user)) is None
@@ -112,7 +130,7 @@ def test_an_unwritable_image_store_apologises_and_the_worker_stays_up(
 def test_redis_killed_and_restarted_loses_no_queued_job_and_the_worker_reconnects(
     outage: dict[str, Any], callback_server: Any
 ) -> None:
-    r, port = outage["r"], outage["port"]
+    r = outage["r"]
     queue = Queue("text2image", connection=r, serializer=JSONSerializer)
     client = app_for(outage, sync_wait_s=0.0).test_client()
     user = new_user()
@@ -135,9 +153,10 @@ def test_redis_killed_and_restarted_loses_no_queued_job_and_the_worker_reconnect
     request_id = keys.as_text(r.get(keys.slot("kakao", user)) or b"")
     assert queue.get_job_ids() == [request_id]
     # 2. Redis dies without warning.
-    os.kill(outage["redis"].pid, signal.SIGKILL)
-    outage["redis"].wait(10)
-    killed_at = time.time()
+    server: RedisServer = outage["server"]
+    ends_before = loop_ends(outage)
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait(10)
     # 3. While it is down every webhook answers at once, a friendly text for Kakao, never a 500.
     cold = app_for(outage, sync_wait_s=3.0).test_client()  # a web process starting now
     for c, text in ((client, "정전 중의 그림"), (cold, "도움말"), (cold, "고양이")):
@@ -170,11 +189,10 @@ def test_redis_killed_and_restarted_loses_no_queued_job_and_the_worker_reconnect
     assert cold.get("/healthz").status_code == 200
     assert cold.get("/readyz").get_json()["redis"] is False
     # 4. Longer than the worker's own retries (about 3.5 s): rq's loop ends and the worker
-    # must reconnect by itself. Then Redis comes back from its append-only file.
-    time.sleep(max(0.0, killed_at + OUTAGE_S - time.time()))
-    outage["redis"] = start_redis(
-        outage["folder"] / "redis", port, appendonly=True, fsync_always=True
-    )
+    # must reconnect by itself (its log says so). Then Redis comes back from its append-only
+    # file.
+    assert wait_until(lambda: loop_ends(outage) > ends_before, timeout=LOOP_END_S, step=0.1)
+    server.start()  # the same port, folder and append-only file
     assert queue.get_job_ids() == [request_id], "a queued job must survive the crash"
     first = client.post("/kakao/skill", json=kakao_payload(new_user(), "도움말"))
     assert "잠시 쉬고 있어요" not in text_of(first.get_json()), "the web reconnects at once"
@@ -190,7 +208,7 @@ def test_redis_killed_and_restarted_loses_no_queued_job_and_the_worker_reconnect
 def test_a_stalled_redis_answers_within_kakaos_budget_and_the_picture_is_kept(
     outage: dict[str, Any],
 ) -> None:
-    r, proc = outage["r"], outage["redis"]
+    r, proc = outage["r"], outage["server"].proc
     worker_key = f"rq:worker:{outage['name']}"
     assert wait_until(lambda: r.exists(keys.heartbeat(outage["name"])), timeout=10)
     assert wait_until(lambda: listening(r), timeout=10)
@@ -205,7 +223,8 @@ def test_a_stalled_redis_answers_within_kakaos_budget_and_the_picture_is_kept(
     waiting = threading.Thread(target=lambda: answers.append(
         timed_post(warm, "/kakao/skill", json=kakao_payload(user, "멈춘 서버의 그림"))))
     waiting.start()
-    time.sleep(0.5)  # the webhook is waiting for the worker's hand-over
+    # The webhook is waiting for the worker's hand-over (parked in its BLPOP).
+    assert wait_until(lambda: blocked_in(r) == 1, timeout=5)
     # Redis stops answering without closing anything (a stalled host, a full network buffer).
     os.kill(proc.pid, signal.SIGSTOP)
     try:

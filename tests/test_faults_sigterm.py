@@ -18,8 +18,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import LOG_DIR, free_port, start_redis, stop_process
-from tests.support import start_worker, wait_ready, wait_until, worker_env
+from tests.support import (
+    LOG_DIR,
+    free_port,
+    start_redis,
+    start_worker,
+    stop_process,
+    wait_ready,
+    wait_until,
+    worker_env,
+)
 
 EXIT_LIMIT_S = 10.0  # an idle worker exits within this long after SIGTERM
 OUTAGE_S = 3.0  # how long the worker has been meeting the outage when SIGTERM comes

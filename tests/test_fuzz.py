@@ -32,10 +32,8 @@ from schemathesis.checks import (
 
 from bot.core.errors import NotAMessengerRequest, Unreadable
 from bot.messengers import kakao, line, telegram
-from tests.support import redis_db
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
-DB = 13
 FAST, LONG = 200, 2000  # examples per property: default suite, and `--run-slow`
 OPENAPI_FAST, OPENAPI_LONG = 25, 250  # per OpenAPI operation
 
@@ -363,10 +361,10 @@ class Trouble(logging.Handler):
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(make_app: Any, redis_url: str) -> Iterator[Any]:
-    """The real app on database 13 (no worker there), with its log watched for trouble."""
-    url = redis_db(redis_url, DB)
-    app = make_app(redis_url=url)
+def fuzz_app(make_app: Any, module_redis_url: str) -> Iterator[Any]:
+    """The real app on a database of this module's own (no worker there), with its log watched
+    for trouble."""
+    app = make_app(redis_url=module_redis_url)
     trouble = Trouble()
     logging.getLogger().addHandler(trouble)
     got_request_exception.connect(trouble.escaped, app)
@@ -376,7 +374,6 @@ def fuzz_app(make_app: Any, redis_url: str) -> Iterator[Any]:
     finally:
         logging.getLogger().removeHandler(trouble)
         got_request_exception.disconnect(trouble.escaped, app)
-        app.extensions["koalatalk"].redis.flushdb()
 
 
 @pytest.fixture(scope="module")

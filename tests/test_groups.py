@@ -30,9 +30,8 @@ from bot.core.texts import say
 from bot.messengers import telegram
 from bot.messengers.line import render as line_render
 from bot.messengers.line import signature
-from tests.conftest import stop_process
 from tests.standins import TELEGRAM_TOKEN, ApiStandIn
-from tests.support import start_worker, wait_ready, wait_until, worker_env
+from tests.support import start_worker, stop_process, wait_ready, wait_until, worker_env
 
 BOT = "KoalaTalkBot"
 TG_SECRET = "telegram-test-secret"

@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.core import handover, keys
 from bot.core.events import Picture, Reply, Text
+from tests.support import blocked_in, wait_until
 
 
 def reply(n: int = 0) -> Reply:
@@ -64,7 +65,7 @@ def test_worker_wakes_a_waiting_webhook(redis_client: Any) -> None:
         target=lambda: got.append(handover.webhook_wait(redis_client, job, 3.0, "callback"))
     )
     waiter.start()
-    time.sleep(0.2)  # the webhook is parked in BLPOP
+    assert wait_until(lambda: blocked_in(redis_client) == 1, timeout=5)  # parked in BLPOP
     assert handover.worker_finish(redis_client, job, reply(5)).how == "direct"
     waiter.join(5)
     assert got == [reply(5)]
@@ -141,7 +142,7 @@ def test_a_direct_hand_over_the_webhook_took_is_not_kept(redis_client: Any) -> N
         target=lambda: got.append(handover.webhook_wait(redis_client, woken, 3.0, "callback"))
     )
     waiter.start()
-    time.sleep(0.2)
+    assert wait_until(lambda: blocked_in(redis_client) == 1, timeout=5)  # parked in BLPOP
     handover.worker_finish(redis_client, woken, reply(7), owner=owner, taken_by=time.time())
     waiter.join(5)
     assert got == [reply(7)]

@@ -24,7 +24,7 @@ from PIL import Image, ImageOps
 from bot.core import keys
 from bot.core.photos import Limits, PhotoError, check
 from tests import photo_support as ps
-from tests.support import kakao_payload, new_user, redis_db
+from tests.support import kakao_payload, new_user
 
 LIMITS = Limits(
     max_bytes=2_000_000, max_pixels=4_000_000, clip_max_bytes=2_000_000, clip_max_s=10.0
@@ -256,10 +256,11 @@ def test_a_nonsense_orientation_costs_the_rotation_never_the_photo(orientation: 
 
 @pytest.fixture
 def webhook(make_app: Any, stack: Any, cdn: ps.CdnServer, redis_url: str, tmp_path: Path) -> Any:
-    """The real app on database 14 (no worker: nothing is queued), photos from the local CDN."""
+    """The real app on a database of the test's own (no worker: nothing is queued), photos from
+    the local CDN."""
     dev_allow = (*stack["settings"]["dev_allow"].split(","), cdn.origin)
     return make_app(
-        redis_url=redis_db(redis_url, 14), dev_allow=dev_allow, photo_dir=tmp_path / "photos"
+        redis_url=redis_url, dev_allow=dev_allow, photo_dir=tmp_path / "photos"
     ).test_client()
 
 

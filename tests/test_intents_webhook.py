@@ -27,10 +27,9 @@ from rq.serializers import JSONSerializer
 from bot.core import intents, keys
 from bot.core.actions import Action, ActionName
 from bot.core.texts import detect_lang, duration, say
-from tests.support import kakao_payload, new_user, redis_db, text_of
+from tests.support import kakao_payload, new_user, text_of
 from tests.test_intents_table import load_table
 
-DB = 4
 QUEUES = ("text2image", "vision")
 TASK = {
     ActionName.DRAW: "draw",
@@ -67,9 +66,8 @@ class World:
 
 @pytest.fixture
 def world(make_app: Any, redis_url: str) -> Any:
-    url = redis_db(redis_url, DB)
+    url = redis_url  # a fresh database of this test's own
     r = redis.Redis.from_url(url)
-    r.flushdb()
     # Admission needs a live worker on each queue: a real heartbeat from this process; no worker
     # takes the jobs, so each stays in its queue to be read.
     beat = {"name": "table-worker", "queues": list(QUEUES), "loaded": True}

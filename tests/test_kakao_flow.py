@@ -18,6 +18,7 @@ from bot.core.job import Job, Request
 from tests.support import (
     KAKAO_BUDGET_S,
     image_urls,
+    jobs_of,
     new_user,
     post_kakao,
     text_of,
@@ -27,6 +28,8 @@ from workers.imaging import is_marked_ai
 
 # The longest direct wait Kakao's budget allows; a loaded 2-core machine can be slow.
 DIRECT_WAIT = 4.0
+# Direct answers are timed: no test here waits behind the jobs an earlier test left.
+pytestmark = pytest.mark.usefixtures("idle_stack")
 
 
 def post(client: Any, user: str, text: str, callback: str | None = None) -> dict[str, Any]:
@@ -48,11 +51,11 @@ def fetch_jpeg(client: Any, url: str) -> bytes:
 
 
 def test_prompt_answered_directly_with_an_ai_marked_jpeg(
-    make_app: Any, callback_server: Any
+    make_app: Any, stack: Any, callback_server: Any
 ) -> None:
     client = make_app(sync_wait_s=DIRECT_WAIT).test_client()
-    token = "direct" + new_user()
-    body = post(client, new_user(), "우주를 떠다니는 고양이", callback_server.url(token))
+    token, user = "direct" + new_user(), new_user()
+    body = post(client, user, "우주를 떠다니는 고양이", callback_server.url(token))
     urls = image_urls(body)
     assert len(urls) == 1
     assert "AI" in text_of(body)
@@ -60,7 +63,9 @@ def test_prompt_answered_directly_with_an_ai_marked_jpeg(
     assert labels[:2] == ["다시 그리기", "같은 시드로"] and labels[-1] == "도움말"
     data = fetch_jpeg(client, urls[0])
     assert is_marked_ai(data)
-    time.sleep(1.5)
+    # Once the job has ended, everything it would deliver has gone out.
+    assert wait_until(lambda: len(jobs_of(stack["redis"], user)) == 1)
+    assert jobs_of(stack["redis"], user)[0].return_value()["delivered"] == "direct"
     assert callback_server.hits.get(token, 0) == 0, "a direct answer must not also call back"
 
 

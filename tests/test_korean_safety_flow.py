@@ -21,8 +21,6 @@ import pytest
 import redis
 from PIL import Image, ImageFilter, ImageStat
 from rq.job import Job as RqJob
-from rq.registry import FinishedJobRegistry
-from rq.serializers import JSONSerializer
 
 from bot.core import keys
 from bot.core.blocklist import BlockList, BlockListError, log_refusal
@@ -31,19 +29,16 @@ from bot.core.events import Ack, Outcome, Picture, Reply, Text
 from models.tiny_aux import TINY_MARIAN, TINY_SAFETY_FLAG
 from models.translation import has_hangul
 from tests import photo_support as ps
-from tests.conftest import RUN_DIR, stop_process
 from tests.support import (
     KAKAO_BUDGET_S,
+    Workers,
     image_urls,
+    jobs_of,
     kakao_payload,
     new_user,
     post_kakao,
-    redis_db,
-    start_worker,
     text_of,
-    wait_ready,
     wait_until,
-    worker_env,
 )
 from workers.prompting import fit
 
@@ -104,16 +99,6 @@ def known_user(r: redis.Redis) -> str:
     user = new_user()
     r.set(keys.seen_user("kakao", user), "1", ex=3600)
     return user
-
-
-def jobs_of(r: redis.Redis, user: str) -> list[RqJob]:
-    """The user's finished text-to-image jobs, oldest first."""
-    registry = FinishedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
-    found = [
-        RqJob.fetch(i, connection=r, serializer=JSONSerializer) for i in registry.get_job_ids()
-    ]
-    mine = [job for job in found if job.args[0]["user"] == user]
-    return sorted(mine, key=lambda job: job.enqueued_at or 0)
 
 
 def last_job(r: redis.Redis, user: str, count: int) -> RqJob:
@@ -399,43 +384,27 @@ def translated_term() -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def strict(stack: Any, tmp_path_factory: Any) -> Iterator[dict[str, Any]]:
-    """A worker with the always-flag checker under the `block` policy, on Redis db 6."""
+def strict(private_workers: Any, tmp_path_factory: Any) -> Iterator[dict[str, Any]]:
+    """A worker with the always-flag checker under the `block` policy, on a database of its
+    own."""
     folder = tmp_path_factory.mktemp("strict")
     prompt, term = translated_term()
     blocklist = folder / "blocked.txt"
     blocklist.write_text(term + "\n", encoding="utf-8")
-    workers: dict[str, Any] = {}
-    for policy, db in (("block", 6),):
-        url = redis_db(stack["settings"]["redis_url"], db)
-        settings = {
-            **stack["settings"],
-            "redis_url": url,
-            "safety_policy": policy,
-            "safety_model": TINY_SAFETY_FLAG,
-            "blocklist_path": str(blocklist),
-            "media_dir": str(folder / f"media-{policy}"),
-        }
-        log_path = RUN_DIR / f"worker-{policy}.log"
-        proc = start_worker(worker_env({}, **settings), log_path=log_path)
-        workers[policy] = {"url": url, "settings": settings, "proc": proc, "log": log_path}
-    try:
-        for worker in workers.values():
-            worker["redis"] = redis.Redis.from_url(worker["url"])
-            wait_ready(worker["redis"], worker["proc"], log_path=worker["log"])
-        yield {"prompt": prompt, "term": term, **workers}
-    finally:
-        for worker in workers.values():
-            stop_process(worker["proc"])
-            if "redis" in worker:
-                worker["redis"].flushdb()
-                worker["redis"].close()
+    with private_workers(
+        "block",
+        safety_policy="block",
+        safety_model=TINY_SAFETY_FLAG,
+        blocklist_path=blocklist,
+        media_dir=folder / "media-block",
+    ) as block:
+        yield {"prompt": prompt, "term": term, "block": block}
 
 
-def strict_client(make_app: Any, worker: dict[str, Any]) -> Any:
+def strict_client(make_app: Any, worker: Workers) -> Any:
     return make_app(
-        redis_url=worker["url"],
-        media_dir=Path(worker["settings"]["media_dir"]),
+        redis_url=worker.url,
+        media_dir=Path(worker.settings["media_dir"]),
         sync_wait_s=DIRECT_WAIT,
     ).test_client()
 
@@ -445,13 +414,13 @@ def test_block_list_applies_after_translation_in_the_worker(
 ) -> None:
     worker = strict["block"]
     client = strict_client(make_app, worker)
-    user = known_user(worker["redis"])
+    user = known_user(worker.redis)
     assert strict["term"] not in strict["prompt"]
-    body = draw(client, worker["redis"], user, strict["prompt"])
+    body = draw(client, worker.redis, user, strict["prompt"])
     assert "그 내용은 그려 드릴 수 없어요" in text_of(body)
     assert not image_urls(body)
-    assert wait_until(lambda: "reason=blocklist_translated" in worker["log"].read_text())
-    assert strict["prompt"] not in worker["log"].read_text(), "prompts stay out of the log"
+    assert wait_until(lambda: "reason=blocklist_translated" in worker.log.read_text())
+    assert strict["prompt"] not in worker.log.read_text(), "prompts stay out of the log"
 
 
 def test_flagged_picture_is_never_published_under_block(
@@ -459,14 +428,14 @@ def test_flagged_picture_is_never_published_under_block(
 ) -> None:
     worker = strict["block"]
     client = strict_client(make_app, worker)
-    media = Path(worker["settings"]["media_dir"])
+    media = Path(worker.settings["media_dir"])
     before = set(media.glob("*")) if media.exists() else set()
-    body = draw(client, worker["redis"], known_user(worker["redis"]), "a quiet garden")
+    body = draw(client, worker.redis, known_user(worker.redis), "a quiet garden")
     assert "didn't pass the safety check, so I can't show it" in text_of(body)
     assert not image_urls(body)
     after = set(media.glob("*")) if media.exists() else set()
     assert after == before, "nothing is stored under a public URL"
-    assert "reason=image_flagged" in worker["log"].read_text()
+    assert "reason=image_flagged" in worker.log.read_text()
 
 
 def test_flagged_picture_is_blurred_under_blur_and_passed_under_allow(tmp_path: Path) -> None:

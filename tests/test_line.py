@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from bot.core import keys
 from bot.messengers.line import signature
 from tests.standins import ApiStandIn
+from tests.support import counter
 
 CHANNEL_SECRET = "line-test-channel-secret"
 REPLY = "/v2/bot/message/reply"
@@ -59,7 +61,11 @@ def test_signature_is_hmac_sha256_in_base64() -> None:
     assert len(signature(b"x", "y")) == 44
 
 
-def test_forged_or_missing_signatures_are_refused(client: Any, messenger_apis: ApiStandIn) -> None:
+def test_forged_or_missing_signatures_are_refused(
+    client: Any, messenger_apis: ApiStandIn, stack: Any
+) -> None:
+    r = stack["redis"]
+    refused = counter(r, "refused", "unauthorized")
     user = new_user()
     body = [event(user, {"type": "text", "text": "고양이"})]
     assert post(client, body, secret="not-the-channel-secret").status_code == 401
@@ -75,7 +81,9 @@ def test_forged_or_missing_signatures_are_refused(client: Any, messenger_apis: A
         },
     )
     assert forged.status_code == 401
-    time.sleep(0.3)
+    # All three were refused and counted, and no job was queued that could answer later.
+    assert counter(r, "refused", "unauthorized") == refused + 3
+    assert r.get(keys.slot("line", user)) is None
     assert not messenger_apis.find("line", LOADING, chatId=user)
 
 
@@ -116,14 +124,20 @@ def test_a_reply_token_that_no_longer_works_falls_back_to_push(
     assert uuid.UUID(pushes[0].headers["X-Line-Retry-Key"])
 
 
-def test_a_redelivered_event_is_ignored(client: Any, messenger_apis: ApiStandIn) -> None:
+def test_a_redelivered_event_is_ignored(
+    client: Any, messenger_apis: ApiStandIn, stack: Any
+) -> None:
+    r = stack["redis"]
     user = new_user()
     item = event(user, {"type": "text", "text": "도움말"})
     assert post(client, [item]).status_code == 200
     assert len(messenger_apis.wait_for("line", REPLY, replyToken=item["replyToken"])) == 1
+    duplicates = counter(r, "refused", "duplicate")
     again = {**item, "deliveryContext": {"isRedelivery": True}}
     assert post(client, [again]).status_code == 200
-    time.sleep(0.3)
+    # The webhook dropped it as a duplicate, and no job was queued that could answer later.
+    assert counter(r, "refused", "duplicate") == duplicates + 1
+    assert r.get(keys.slot("line", user)) is None
     assert len(messenger_apis.find("line", REPLY, replyToken=item["replyToken"])) == 1
 
 

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.conftest import RUN_DIR, stop_process
-from tests.support import start_worker, wait_ready, wait_until, worker_env
+from tests.support import LOG_DIR, start_worker, stop_process, wait_ready, wait_until, worker_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/playground.png")
@@ -40,7 +39,7 @@ pytestmark = pytest.mark.skipif(
 def vision_worker(stack: Any) -> Iterator[str]:
     """A worker for the vision queue with the tiny Ko-LLaVA, beside the shared stack."""
     env = worker_env({}, **{**stack["settings"], "vlm_preset": "tiny-kollava"})
-    log_path = RUN_DIR / "vision-worker.log"
+    log_path = LOG_DIR / "vision-worker-browser.log"
     proc = start_worker(env, queues=("vision",), log_path=log_path)
     try:
         yield wait_ready(stack["redis"], proc, queue="vision", log_path=log_path)

@@ -28,11 +28,10 @@ from rq.utils import import_attribute
 from bot.core import keys
 from bot.core.events import Picture, Reply
 from bot.core.job import TASKS
-from tests.support import redis_db, wait_until
+from tests.support import wait_until
 
 DUMP = Path(__file__).parent / "data" / "rq" / "rq212_draw_job.json"
 DEADLINE = re.compile(rb'"deadline": [0-9.]+')
-DASHBOARD_DB = 4
 
 
 def restore_dump(r: redis.Redis, dump: dict[str, Any], deadline: float) -> list[str]:
@@ -116,10 +115,8 @@ def test_a_draw_job_saved_by_rq_2_12_runs_on_the_rq_3_worker(stack: dict[str, An
 
 @pytest.fixture
 def dashboard_redis(redis_url: str) -> Iterator[redis.Redis]:
-    r = redis.Redis.from_url(redis_db(redis_url, DASHBOARD_DB))
-    r.flushdb()
+    r = redis.Redis.from_url(redis_url)  # a fresh database of this test's own
     yield r
-    r.flushdb()
     r.close()
 
 
@@ -134,7 +131,7 @@ def test_rq_dashboard_starts_and_lists_the_queues(
     r = dashboard_redis
     url = r.connection_pool.connection_kwargs
     monkeypatch.setenv("RQ_DASHBOARD_REDIS_URL",
-                       f"redis://{url['host']}:{url['port']}/{DASHBOARD_DB}")
+                       f"redis://{url['host']}:{url['port']}/{url.get('db', 0)}")
     monkeypatch.setenv("RQ_DASHBOARD_URL_PREFIX", "")
     monkeypatch.setenv("RQ_DASHBOARD_JSON_SERIALIZER", "true")  # the Procfile's --json
     draw = Queue("text2image", connection=r, serializer=JSONSerializer)

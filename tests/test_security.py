@@ -33,7 +33,6 @@ from tests.support import (
     ConnectionCounter,
     kakao_payload,
     new_user,
-    redis_db,
     wait_until,
     worker_env,
 )
@@ -106,11 +105,11 @@ def test_secrets_are_compared_in_constant_time_only() -> None:
 
 @pytest.fixture
 def production(redis_url: str, tmp_path: Path, messenger_apis: Any) -> Any:
-    """A production app on database 15 with every messenger's secret set."""
+    """A production app on a database of the test's own, with every messenger's secret set."""
     settings = Settings(
         mode="production",
         secret="kakao-" + secrets.token_urlsafe(16),
-        redis_url=redis_db(redis_url, 15),
+        redis_url=redis_url,
         preset="koala-1b",
         media_dir=tmp_path / "media",
         photo_dir=tmp_path / "photos",
@@ -121,11 +120,7 @@ def production(redis_url: str, tmp_path: Path, messenger_apis: Any) -> Any:
         log_json=False,
         system_dns=False,
     )
-    app = create_app(settings)
-    r = app.extensions["koalatalk"].redis
-    r.flushdb()
-    yield app
-    r.flushdb()
+    return create_app(settings)
 
 
 def processed_keys(r: Any) -> list[str]:
@@ -263,7 +258,7 @@ def test_photo_urls_off_the_rules_are_refused_before_any_connection(
 ) -> None:
     """Through the webhook, with names that resolve inside and a redirect off the allow-list."""
     client = make_app(
-        redis_url=redis_db(redis_url, 14),
+        redis_url=redis_url,
         photo_dir=tmp_path,
         dev_allow=(*stack["settings"]["dev_allow"].split(","), cdn.origin),
         resolve={
@@ -328,7 +323,11 @@ def test_media_urls_are_unguessable_and_cannot_be_listed(make_app: Any, stack: A
 
 
 def test_logs_never_hold_secrets_or_callback_tokens(
-    make_app: Any, stack: Any, callback_server: Any, capfd: pytest.CaptureFixture[str]
+    make_app: Any,
+    idle_stack: Any,
+    stack: Any,
+    callback_server: Any,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """A callback delivered, one failing with 500 until its deadline, at DEBUG on the web."""
     secret = "kakao-secret-" + secrets.token_urlsafe(12)

@@ -21,18 +21,22 @@ from bot.core import admission, keys, photos
 from bot.core.job import Job, Request
 from bot.core.operator import Operations
 from bot.core.settings import Settings
-from tests.conftest import LOG_DIR, stop_process
-from tests.support import new_user, redis_db, start_worker, wait_ready, wait_until, worker_env
-
-DB = 13
+from tests.support import (
+    LOG_DIR,
+    new_user,
+    start_worker,
+    stop_process,
+    wait_ready,
+    wait_until,
+    worker_env,
+)
 
 
 @pytest.fixture(scope="module")
-def shared(redis_url: str, tmp_path_factory: Any) -> Iterator[dict[str, Any]]:
+def shared(module_redis_url: str, tmp_path_factory: Any) -> Iterator[dict[str, Any]]:
     """One worker with both tiny models, serving both queues, on its own database."""
-    url = redis_db(redis_url, DB)
+    url = module_redis_url
     r = redis.Redis.from_url(url)
-    r.flushdb()
     folder = tmp_path_factory.mktemp("shared")
     settings = dict(mode="development", redis_url=url, preset="tiny", translation_model="tiny",
                     safety_model="koalatalk/tiny-safety-pass", vlm_preset="tiny-kollava",

@@ -15,7 +15,7 @@ import pytest
 from bot.core.settings import Settings
 from bot.core.stores import LocalImageStore, RedisImageStore, S3ImageStore, StoreError, picture_url
 from bot.web.app import create_app
-from tests.conftest import free_port, stop_process
+from tests.support import free_port, stop_process
 
 JPEG = b"\xff\xd8\xff\xe0" + b"koala" * 100 + b"\xff\xd9"
 

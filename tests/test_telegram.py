@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from bot.core import keys
 from tests.standins import ApiStandIn
+from tests.support import counter
 from workers.imaging import is_marked_ai
 
 SECRET = "telegram-test-secret"
@@ -50,12 +52,16 @@ def client(make_app: Any) -> Any:
 
 
 def test_a_wrong_or_missing_secret_is_refused_and_nothing_is_sent(
-    client: Any, messenger_apis: ApiStandIn
+    client: Any, messenger_apis: ApiStandIn, stack: Any
 ) -> None:
+    r = stack["redis"]
+    refused = counter(r, "refused", "unauthorized")
     chat = new_chat()
     assert post(client, update(chat, text="고양이"), secret="forged").status_code == 401
     assert post(client, update(chat, text="고양이"), secret=None).status_code == 401
-    time.sleep(0.3)
+    # Both were refused and counted, and no job was queued that could send anything later.
+    assert counter(r, "refused", "unauthorized") == refused + 2
+    assert r.get(keys.slot("telegram", str(chat))) is None
     assert not messenger_apis.find("telegram", "sendMessage", chat_id=chat)
     assert not messenger_apis.find("telegram", "sendChatAction", chat_id=chat)
 
@@ -88,15 +94,21 @@ def test_a_prompt_is_acknowledged_at_once_and_the_picture_uploaded_by_the_worker
     assert ["다시 그리기"] in [[button["text"] for button in row] for row in keyboard]
 
 
-def test_a_replayed_update_is_ignored(client: Any, messenger_apis: ApiStandIn) -> None:
+def test_a_replayed_update_is_ignored(
+    client: Any, messenger_apis: ApiStandIn, stack: Any
+) -> None:
+    r = stack["redis"]
     chat = new_chat()
     body = update(chat, text="/help")
     assert post(client, body).status_code == 200
     assert len(messenger_apis.wait_for("telegram", "sendMessage", chat_id=chat)) == 1
+    duplicates = counter(r, "refused", "duplicate")
     replay = post(client, body)
     assert replay.status_code == 200
     assert replay.get_json().get("duplicate") is True
-    time.sleep(0.3)
+    # Dropped as a duplicate, and no job was queued that could send anything later.
+    assert counter(r, "refused", "duplicate") == duplicates + 1
+    assert r.get(keys.slot("telegram", str(chat))) is None
     assert len(messenger_apis.find("telegram", "sendMessage", chat_id=chat)) == 1
 
 
@@ -127,20 +139,22 @@ def test_unsupported_messages_get_a_clear_answer(
 
 
 def test_updates_without_a_message_are_acknowledged_quietly(
-    client: Any, messenger_apis: ApiStandIn
+    client: Any, messenger_apis: ApiStandIn, stack: Any
 ) -> None:
+    r = stack["redis"]
+    requests = counter(r, "requests", "telegram")
     chat = new_chat()
     body = {"update_id": next(_ids), "edited_message": {"chat": {"id": chat}, "text": "x"}}
     assert post(client, body).status_code == 200
-    time.sleep(0.2)
+    # Counted as received and done with: no job was queued that could send anything later.
+    assert counter(r, "requests", "telegram") == requests + 1
+    assert r.get(keys.slot("telegram", str(chat))) is None
     assert not [c for c in messenger_apis.calls if c.params.get("chat_id") == chat]
 
 
 def test_a_chat_that_blocked_the_bot_keeps_its_result(
     make_app: Any, messenger_apis: ApiStandIn, stack: Any
 ) -> None:
-    from bot.core import keys
-
     chat = new_chat()
     messenger_apis.blocked_chats.add(str(chat))
     client = make_app().test_client()

@@ -4,10 +4,8 @@ several turns, and every kind of bad input gets a short Korean message."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +15,16 @@ from rq.serializers import JSONSerializer
 
 from bot.core import keys
 from tests import photo_support as ps
-from tests.conftest import stop_process
-from tests.support import kakao_payload, new_user, start_worker, wait_ready, wait_until, worker_env
+from tests.support import (
+    LOG_DIR,
+    kakao_payload,
+    new_user,
+    start_worker,
+    stop_process,
+    wait_ready,
+    wait_until,
+    worker_env,
+)
 
 DIRECT_WAIT = 4.0
 
@@ -33,8 +39,7 @@ def vision(stack: Any, cdn: ps.CdnServer, tmp_path_factory: Any) -> Iterator[dic
         "photo_dir": str(photo_dir),
         "dev_allow": f"{stack['settings']['dev_allow']},{cdn.origin}",
     }
-    log_dir = Path(os.environ.get("KOALATALK_TEST_LOG_DIR", str(photo_dir.parent)))
-    log_path = log_dir / "vision-worker.log"
+    log_path = LOG_DIR / "vision-worker.log"
     proc = start_worker(worker_env({}, **settings), queues=("vision",), log_path=log_path)
     try:
         wait_ready(stack["redis"], proc, queue="vision", log_path=log_path)

@@ -9,15 +9,15 @@ import pytest
 
 from bot.core.settings import Settings, SettingsError
 from bot.web.app import create_app
-from tests.support import SAMPLES, kakao_payload, new_user, redis_db
+from tests.support import SAMPLES, kakao_payload, new_user
 
 
 @pytest.fixture
 def client(redis_url: str, tmp_path: Any) -> Any:
-    # Database 3: jobs queued here are never taken by the shared worker.
+    # A database of the test's own: jobs queued there are never taken by the shared worker.
     settings = Settings(
         mode="development",
-        redis_url=redis_db(redis_url, 3),
+        redis_url=redis_url,
         media_dir=tmp_path,
         preset="tiny",
         log_json=False,
