@@ -39,8 +39,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-def wait_worker(redis_url: str, proc: subprocess.Popen[bytes], queue: str = "text2image",
-                timeout: float = 180) -> None:
+def wait_worker(
+    redis_url: str, proc: subprocess.Popen[bytes], queue: str = "text2image", timeout: float = 180
+) -> None:
     """Until a worker serving `queue` heartbeats with its models loaded (or `proc` exits)."""
     import redis
 
@@ -59,13 +60,18 @@ def wait_worker(redis_url: str, proc: subprocess.Popen[bytes], queue: str = "tex
 
 
 @contextmanager
-def worker(env: dict[str, str], queue: str = "text2image",
-           log: Any = subprocess.DEVNULL) -> Iterator[subprocess.Popen[bytes]]:
+def worker(
+    env: dict[str, str], queue: str = "text2image", log: Any = subprocess.DEVNULL
+) -> Iterator[subprocess.Popen[bytes]]:
     """A real `python -m workers <queue>` on env's KOALATALK_REDIS_URL, ready when it yields;
     stopped after."""
-    proc = subprocess.Popen([PY, "-m", "workers", queue], cwd=ROOT, env={**os.environ, **env},
-                            stdout=log, stderr=subprocess.STDOUT if log is not subprocess.DEVNULL
-                            else subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [PY, "-m", "workers", queue],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not subprocess.DEVNULL else subprocess.DEVNULL,
+    )
     try:
         wait_worker(env["KOALATALK_REDIS_URL"], proc, queue)
         yield proc
@@ -82,8 +88,22 @@ def redis_server() -> Iterator[str]:
     port = free_port()
     server = str(BIN / "redis-server") if (BIN / "redis-server").exists() else "redis-server"
     proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client = redis.Redis(port=port)
     for _ in range(100):
         try:
@@ -115,11 +135,27 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 def gunicorn(app: str, env: dict[str, str], workers: int = 2) -> Iterator[int]:
     """Serve a WSGI app with the same gunicorn settings as the Procfile's web line."""
     port = free_port()
-    cmd = [str(BIN / "gunicorn"), "--worker-class", "gevent", "--workers", str(workers),
-           "--worker-connections", "1000", "--bind", f"127.0.0.1:{port}", "--log-level",
-           "warning", app]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [
+        str(BIN / "gunicorn"),
+        "--worker-class",
+        "gevent",
+        "--workers",
+        str(workers),
+        "--worker-connections",
+        "1000",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "warning",
+        app,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")
         yield port
@@ -137,5 +173,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(values: list[float]) -> str:
-    return (f"p50 {percentile(values, 50) * 1000:.1f} ms, p95 {percentile(values, 95) * 1000:.1f} "
-            f"ms, mean {statistics.fmean(values) * 1000:.1f} ms (n={len(values)})")
+    return (
+        f"p50 {percentile(values, 50) * 1000:.1f} ms, p95 {percentile(values, 95) * 1000:.1f} "
+        f"ms, mean {statistics.fmean(values) * 1000:.1f} ms (n={len(values)})"
+    )

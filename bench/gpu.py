@@ -72,11 +72,24 @@ TARGET_BATCH_RATIO = 1.2
 TARGET_OVERHEAD_S = 0.050
 
 # import name -> distribution name, for the version report; "serving" ones only the served path
-MODEL_PACKAGES = {"torch": "torch", "diffusers": "diffusers", "transformers": "transformers",
-                  "huggingface_hub": "huggingface_hub", "safetensors": "safetensors",
-                  "tokenizers": "tokenizers", "PIL": "pillow", "numpy": "numpy"}
-SERVING_PACKAGES = {"flask": "flask", "werkzeug": "werkzeug", "redis": "redis", "rq": "rq",
-                    "prometheus_client": "prometheus_client", "urllib3": "urllib3"}
+MODEL_PACKAGES = {
+    "torch": "torch",
+    "diffusers": "diffusers",
+    "transformers": "transformers",
+    "huggingface_hub": "huggingface_hub",
+    "safetensors": "safetensors",
+    "tokenizers": "tokenizers",
+    "PIL": "pillow",
+    "numpy": "numpy",
+}
+SERVING_PACKAGES = {
+    "flask": "flask",
+    "werkzeug": "werkzeug",
+    "redis": "redis",
+    "rq": "rq",
+    "prometheus_client": "prometheus_client",
+    "urllib3": "urllib3",
+}
 
 
 @dataclass(frozen=True)
@@ -141,8 +154,9 @@ class Report:
         verdict = "" if ok is None else ("(smoke)" if self.smoke else ("PASS" if ok else "FAIL"))
         row = Row(figure, value, target, verdict)
         self.rows.append(row)
-        print(f"  {figure}: {value}" + (f"   target {target} {verdict}" if target else ""),
-              flush=True)
+        print(
+            f"  {figure}: {value}" + (f"   target {target} {verdict}" if target else ""), flush=True
+        )
 
     def problem(self, text: str) -> None:
         self.problems.append(text)
@@ -151,17 +165,25 @@ class Report:
     def table(self) -> str:
         head = ("figure", "value", "target", "")
         widths = [max(len(head[i]), *(len(_cells(r)[i]) for r in self.rows)) for i in range(4)]
-        lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
-                 "-+-".join("-" * w for w in widths)]
-        lines += [" | ".join(c.ljust(w) for c, w in zip(_cells(r), widths, strict=True))
-                  for r in self.rows]
+        lines = [
+            " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
+            "-+-".join("-" * w for w in widths),
+        ]
+        lines += [
+            " | ".join(c.ljust(w) for c, w in zip(_cells(r), widths, strict=True))
+            for r in self.rows
+        ]
         return "\n".join(lines)
 
     def dump(self, path: Path | None) -> None:
         if path is None:
             return
-        payload = {"info": self.info, "figures": self.data, "problems": self.problems,
-                   "rows": [dataclasses.asdict(r) for r in self.rows]}
+        payload = {
+            "info": self.info,
+            "figures": self.data,
+            "problems": self.problems,
+            "rows": [dataclasses.asdict(r) for r in self.rows],
+        }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=2, default=str))
 
@@ -237,9 +259,12 @@ def environment(report: Report, device: str) -> None:
     info: dict[str, Any] = {"python": sys.version.split()[0], "device": device}
     if device.startswith("cuda"):
         props = torch.cuda.get_device_properties(0)
-        info.update(gpu=torch.cuda.get_device_name(0), gpu_memory_gib=round(
-            props.total_memory / 2**30, 1), cuda=torch.version.cuda,
-            cudnn=torch.backends.cudnn.version())
+        info.update(
+            gpu=torch.cuda.get_device_name(0),
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
     else:
         info["gpu"] = "none (CPU smoke run: figures are not GPU figures)"
     pins = pinned()
@@ -252,8 +277,13 @@ def environment(report: Report, device: str) -> None:
             off.append(f"{dist} {have} (pinned {want})")
     report.info = info
     print("device:", info["gpu"], flush=True)
-    print("versions:", ", ".join(f"{k} {info[k]}" for k in ("python", "torch", "diffusers",
-                                                             "transformers", "huggingface_hub")))
+    print(
+        "versions:",
+        ", ".join(
+            f"{k} {info[k]}"
+            for k in ("python", "torch", "diffusers", "transformers", "huggingface_hub")
+        ),
+    )
     if off:
         print("differs from requirements.txt:", "; ".join(off), flush=True)
         info["differs_from_pins"] = off
@@ -269,23 +299,40 @@ def config(name: str) -> dict[str, Any]:
 
 def shrink_text(cfg: dict[str, Any]) -> dict[str, Any]:
     """CPU smoke: a two-layer CLIP text encoder of width 32 (CLIP's vocabulary kept)."""
-    return {**cfg, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "projection_dim": 32}
+    return {
+        **cfg,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "projection_dim": 32,
+    }
 
 
 def shrink_unet(cfg: dict[str, Any], text_hidden: int) -> dict[str, Any]:
     """CPU smoke: the same block layout and depths, channels / 10, heads of 16."""
     time_dim = 8
-    return {**cfg, "block_out_channels": [32, 64, 128], "attention_head_dim": [2, 4, 8],
-            "cross_attention_dim": 2 * text_hidden, "addition_time_embed_dim": time_dim,
-            "projection_class_embeddings_input_dim": 6 * time_dim + text_hidden,
-            "norm_num_groups": 8, "sample_size": 8}
+    return {
+        **cfg,
+        "block_out_channels": [32, 64, 128],
+        "attention_head_dim": [2, 4, 8],
+        "cross_attention_dim": 2 * text_hidden,
+        "addition_time_embed_dim": time_dim,
+        "projection_class_embeddings_input_dim": 6 * time_dim + text_hidden,
+        "norm_num_groups": 8,
+        "sample_size": 8,
+    }
 
 
 def shrink_vae(cfg: dict[str, Any]) -> dict[str, Any]:
     """CPU smoke: four levels (8x down, as SDXL's), channels 8..16."""
-    return {**cfg, "block_out_channels": [8, 8, 16, 16], "layers_per_block": 1,
-            "norm_num_groups": 4, "sample_size": 64}
+    return {
+        **cfg,
+        "block_out_channels": [8, 8, 16, 16],
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+        "sample_size": 64,
+    }
 
 
 @contextmanager
@@ -329,7 +376,8 @@ def clip_tokenizers(folder: Path) -> tuple[Any, Any]:
     tokens += [f"<|unused{i}|>" for i in range(CLIP_VOCAB - 2 - len(tokens))]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     (folder / "vocab.json").write_text(
-        json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8")
+        json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8"
+    )
     tokenizer = CLIPTokenizer.from_pretrained(str(folder), model_max_length=77)
     tokenizer_2 = CLIPTokenizer.from_pretrained(str(folder), model_max_length=77, pad_token="!")
     if len(tokenizer) != CLIP_VOCAB:
@@ -357,8 +405,12 @@ def build_text(scratch: Path, device: str, dtype: Any, smoke: bool) -> Shared:
     with building(device, dtype):
         text_encoder = CLIPTextModel(CLIPTextConfig(**one)).eval()
         text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**two)).eval()
-    return Shared(tokenizer, tokenizer_2, onto(text_encoder, device, dtype),
-                  onto(text_encoder_2, device, dtype))
+    return Shared(
+        tokenizer,
+        tokenizer_2,
+        onto(text_encoder, device, dtype),
+        onto(text_encoder_2, device, dtype),
+    )
 
 
 def build_pipeline(replica: Replica, shared: Shared, device: str, dtype: Any, smoke: bool) -> Any:
@@ -380,11 +432,15 @@ def build_pipeline(replica: Replica, shared: Shared, device: str, dtype: Any, sm
         unet = UNet2DConditionModel.from_config(unet_cfg).eval()
         vae = AutoencoderKL.from_config(vae_cfg).eval()
     return StableDiffusionXLPipeline(
-        vae=onto(vae, device, dtype), text_encoder=shared.text_encoder,
-        text_encoder_2=shared.text_encoder_2, tokenizer=shared.tokenizer,
-        tokenizer_2=shared.tokenizer_2, unet=onto(unet, device, dtype),
+        vae=onto(vae, device, dtype),
+        text_encoder=shared.text_encoder,
+        text_encoder_2=shared.text_encoder_2,
+        tokenizer=shared.tokenizer,
+        tokenizer_2=shared.tokenizer_2,
+        unet=onto(unet, device, dtype),
         scheduler=EulerDiscreteScheduler.from_config(config("sdxl.scheduler.json")),
-        force_zeros_for_empty_prompt=True, add_watermarker=False,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
     )
 
 
@@ -397,12 +453,15 @@ def serve_model(replica: Replica, pipe: Any, device: str, scale: Scale, compile_
     from models.text2image import TextToImage, _tune
 
     preset = TEXT_TO_IMAGE.get(replica.name) or TextToImagePreset(
-        replica.name, "stabilityai/stable-diffusion-xl-base-1.0", scale.steps, scale.guidance)
-    preset = dataclasses.replace(preset, width=scale.width, height=scale.height,
-                                 steps=scale.steps, guidance=scale.guidance)
+        replica.name, "stabilityai/stable-diffusion-xl-base-1.0", scale.steps, scale.guidance
+    )
+    preset = dataclasses.replace(
+        preset, width=scale.width, height=scale.height, steps=scale.steps, guidance=scale.guidance
+    )
     if replica.trailing:
         pipe.scheduler = EulerDiscreteScheduler.from_config(
-            pipe.scheduler.config, timestep_spacing="trailing")
+            pipe.scheduler.config, timestep_spacing="trailing"
+        )
     _tune(pipe, device, compile_unet)
     pipe.set_progress_bar_config(disable=True)
     return TextToImage(preset, pipe, device, 0.0)
@@ -487,11 +546,17 @@ def measure(model: Any, batch: int, runs: int) -> Setting:
 
 def model_figures(report: Report, model: Any, name: str, scale: Scale) -> dict[str, Any]:
     """Seconds per image at each batch, peak memory, and sequential against batched."""
-    out: dict[str, Any] = {"params": {"unet": count(model.pipe.unet), "vae": count(
-        model.pipe.vae), "text": count(model.pipe.text_encoder) + count(
-        model.pipe.text_encoder_2)}}
-    report.add(f"{name} parameters (UNet / VAE / text)", " / ".join(
-        f"{v / 1e6:.1f}M" for v in out["params"].values()))
+    out: dict[str, Any] = {
+        "params": {
+            "unet": count(model.pipe.unet),
+            "vae": count(model.pipe.vae),
+            "text": count(model.pipe.text_encoder) + count(model.pipe.text_encoder_2),
+        }
+    }
+    report.add(
+        f"{name} parameters (UNet / VAE / text)",
+        " / ".join(f"{v / 1e6:.1f}M" for v in out["params"].values()),
+    )
     per_image: dict[int, float] = {}
     for batch in scale.batches:
         setting = measure(model, batch, scale.timed)
@@ -500,25 +565,38 @@ def model_figures(report: Report, model: Any, name: str, scale: Scale) -> dict[s
         target = ok = None
         if name == SERVED_PRESET and batch == 1:
             target, ok = f"<= {TARGET_700M_S} s", per_image[1] <= TARGET_700M_S
-        report.add(f"{name} batch {batch}: s/image",
-                   f"{per_image[batch]:.3f} s (call {setting.median:.3f} s, peak "
-                   f"{gib(setting.peak_gib)})", target or "", ok)
+        report.add(
+            f"{name} batch {batch}: s/image",
+            f"{per_image[batch]:.3f} s (call {setting.median:.3f} s, peak {gib(setting.peak_gib)})",
+            target or "",
+            ok,
+        )
     top = max(scale.batches)
     sequential = timed(lambda: [call(model, 1, 5000 + i)() for i in range(top)])
     seq_ips, batch_ips = top / sequential, 1 / per_image[top]
     ratio = batch_ips / seq_ips
     out.update(sequential_ips=seq_ips, batched_ips=batch_ips, batched_over_sequential=ratio)
-    report.add(f"{name} images/s: sequential ({top} x batch 1) vs batched (batch {top})",
-               f"{seq_ips:.2f} vs {batch_ips:.2f} = {ratio:.2f}x",
-               f">= {TARGET_BATCH_RATIO}x", ratio >= TARGET_BATCH_RATIO)
+    report.add(
+        f"{name} images/s: sequential ({top} x batch 1) vs batched (batch {top})",
+        f"{seq_ips:.2f} vs {batch_ips:.2f} = {ratio:.2f}x",
+        f">= {TARGET_BATCH_RATIO}x",
+        ratio >= TARGET_BATCH_RATIO,
+    )
     return out
 
 
 # ---------------------------------------------------------------- the served path
 
 
-def served_path(report: Report, model: Any, saved: Path, scratch: Path, stubs: Path | None,
-                device: str, scale: Scale) -> dict[str, Any]:
+def served_path(
+    report: Report,
+    model: Any,
+    saved: Path,
+    scratch: Path,
+    stubs: Path | None,
+    device: str,
+    scale: Scale,
+) -> dict[str, Any]:
     """Prompt to direct reply through redis-server, the real worker and the real Flask app."""
     from bench.common import redis_server, stop, wait_worker
     from bench.overhead import kakao_body
@@ -535,15 +613,24 @@ def served_path(report: Report, model: Any, saved: Path, scratch: Path, stubs: P
     shutil.rmtree(saved, ignore_errors=True)
     media = scratch / "media"
     path = [str(ROOT), *(str(p) for p in (stubs,) if p), os.environ.get("PYTHONPATH", "")]
-    env = {"KOALATALK_MODE": "development", "KOALATALK_PRESET": scale.worker_preset,
-           "KOALATALK_DEVICE": device, "KOALATALK_TRANSLATION": "false",
-           "KOALATALK_SAFETY_POLICY": "allow", "KOALATALK_MAX_BATCH": "1",
-           "KOALATALK_COMPILE_UNET": "false",  # eager, as the in-process model it is compared to
-           "KOALATALK_SYNC_WAIT_S": "4.5", "KOALATALK_MEDIA_DIR": str(media),
-           "KOALATALK_RATE_LIMIT": "1000", "KOALATALK_DAILY_QUOTA": "0",
-           "KOALATALK_LOG_LEVEL": "WARNING", "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in path if p),
-           "PATH": str(Path(server).parent) + os.pathsep + os.environ.get("PATH", "")}
+    env = {
+        "KOALATALK_MODE": "development",
+        "KOALATALK_PRESET": scale.worker_preset,
+        "KOALATALK_DEVICE": device,
+        "KOALATALK_TRANSLATION": "false",
+        "KOALATALK_SAFETY_POLICY": "allow",
+        "KOALATALK_MAX_BATCH": "1",
+        "KOALATALK_COMPILE_UNET": "false",  # eager, as the in-process model it is compared to
+        "KOALATALK_SYNC_WAIT_S": "4.5",
+        "KOALATALK_MEDIA_DIR": str(media),
+        "KOALATALK_RATE_LIMIT": "1000",
+        "KOALATALK_DAILY_QUOTA": "0",
+        "KOALATALK_LOG_LEVEL": "WARNING",
+        "HF_HOME": str(hf_home),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in path if p),
+        "PATH": str(Path(server).parent) + os.pathsep + os.environ.get("PATH", ""),
+    }
     if scale.smoke:
         env["OMP_NUM_THREADS"] = "1"
     os.environ["PATH"] = env["PATH"]  # bench.common.redis_server looks for redis-server there
@@ -551,8 +638,13 @@ def served_path(report: Report, model: Any, saved: Path, scratch: Path, stubs: P
     with redis_server() as url, log_path.open("wb") as log:
         env["KOALATALK_REDIS_URL"] = url
         started = time.perf_counter()
-        worker = subprocess.Popen([sys.executable, "-m", "workers", "text2image"], cwd=ROOT,
-                                  env={**os.environ, **env}, stdout=log, stderr=log)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "workers", "text2image"],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=log,
+        )
         try:
             try:
                 wait_worker(url, worker, timeout=300)
@@ -587,20 +679,32 @@ def served_path(report: Report, model: Any, saved: Path, scratch: Path, stubs: P
             local.append(seconds)
     reply_s, model_s = statistics.median(replies), statistics.median(local)
     overhead = reply_s - model_s
-    report.add("prompt -> direct reply (Flask app + Redis + worker), p50",
-               f"{reply_s:.3f} s (n={len(replies)}, max {max(replies):.3f} s)")
+    report.add(
+        "prompt -> direct reply (Flask app + Redis + worker), p50",
+        f"{reply_s:.3f} s (n={len(replies)}, max {max(replies):.3f} s)",
+    )
     report.add("in-process TextToImage.generate + JPEG, p50", f"{model_s:.3f} s")
-    report.add("serving overhead (reply - model)", f"{overhead * 1000:.0f} ms",
-               f"<= {TARGET_OVERHEAD_S * 1000:.0f} ms", overhead <= TARGET_OVERHEAD_S)
-    return {"worker_ready_s": ready_s, "reply_s": replies, "model_s": local,
-            "overhead_s": overhead}
+    report.add(
+        "serving overhead (reply - model)",
+        f"{overhead * 1000:.0f} ms",
+        f"<= {TARGET_OVERHEAD_S * 1000:.0f} ms",
+        overhead <= TARGET_OVERHEAD_S,
+    )
+    return {"worker_ready_s": ready_s, "reply_s": replies, "model_s": local, "overhead_s": overhead}
 
 
 # ---------------------------------------------------------------- torch.compile
 
 
-def compile_figures(report: Report, shared: Shared, device: str, dtype: Any, scale: Scale,
-                    eager: dict[str, Any], deadline: float) -> dict[str, Any]:
+def compile_figures(
+    report: Report,
+    shared: Shared,
+    device: str,
+    dtype: Any,
+    scale: Scale,
+    eager: dict[str, Any],
+    deadline: float,
+) -> dict[str, Any]:
     """KOALA-Lightning-700M with the UNet through torch.compile, at batch 1 and the top batch."""
     replica = REPLICAS[0]
     pipe = build_pipeline(replica, shared, device, dtype, scale.smoke)
@@ -620,12 +724,18 @@ def compile_figures(report: Report, shared: Shared, device: str, dtype: Any, sca
         per_image = statistics.median(times) / batch
         base = eager.get(f"batch{batch}", {}).get("s_per_image")
         speedup = f", {base / per_image:.2f}x eager" if base else ""
-        out[f"batch{batch}"] = {"warm_s": warm, "times": times, "s_per_image": per_image,
-                                "peak_gib": peak_gib()}
-        report.add(f"{replica.name} {label} batch {batch}: s/image",
-                   f"{per_image:.3f} s{speedup} (first call incl. compile {warm:.1f} s)",
-                   f"<= {TARGET_700M_S} s" if batch == 1 else "",
-                   per_image <= TARGET_700M_S if batch == 1 else None)
+        out[f"batch{batch}"] = {
+            "warm_s": warm,
+            "times": times,
+            "s_per_image": per_image,
+            "peak_gib": peak_gib(),
+        }
+        report.add(
+            f"{replica.name} {label} batch {batch}: s/image",
+            f"{per_image:.3f} s{speedup} (first call incl. compile {warm:.1f} s)",
+            f"<= {TARGET_700M_S} s" if batch == 1 else "",
+            per_image <= TARGET_700M_S if batch == 1 else None,
+        )
     return out
 
 
@@ -637,8 +747,10 @@ def run(args: argparse.Namespace, report: Report, scratch: Path) -> int:
 
     smoke = args.cpu_smoke or not torch.cuda.is_available()
     if smoke and not args.cpu_smoke:
-        print("no CUDA GPU visible: running the CPU smoke instead (figures are not GPU figures)",
-              flush=True)
+        print(
+            "no CUDA GPU visible: running the CPU smoke instead (figures are not GPU figures)",
+            flush=True,
+        )
     device = "cpu" if smoke else "cuda"
     dtype = torch.float32 if smoke else torch.float16  # as models.common.dtype_for
     scale = SMOKE_SCALE if smoke else GPU_SCALE
@@ -655,11 +767,15 @@ def run(args: argparse.Namespace, report: Report, scratch: Path) -> int:
     lacking = missing(SERVING_PACKAGES)
     serve_ok = not lacking and redis_server_binary() is not None and not args.no_serve
     if lacking or redis_server_binary() is None:
-        report.problem("served path skipped: missing " + ", ".join(
-            [*lacking, *(["redis-server"] if redis_server_binary() is None else [])]))
-    print(f"\n{scale.width}x{scale.height}, {scale.steps} steps, guidance {scale.guidance}, "
-          f"1 warm-up + {scale.timed} timed calls per setting, on {device} ({dtype})\n",
-          flush=True)
+        report.problem(
+            "served path skipped: missing "
+            + ", ".join([*lacking, *(["redis-server"] if redis_server_binary() is None else [])])
+        )
+    print(
+        f"\n{scale.width}x{scale.height}, {scale.steps} steps, guidance {scale.guidance}, "
+        f"1 warm-up + {scale.timed} timed calls per setting, on {device} ({dtype})\n",
+        flush=True,
+    )
 
     started = time.perf_counter()
     shared = build_text(scratch, device, dtype, smoke)
@@ -697,8 +813,9 @@ def run(args: argparse.Namespace, report: Report, scratch: Path) -> int:
             if saved is not None:
                 print(f"served path: [{clock()}]", flush=True)
                 try:
-                    report.data["served"] = served_path(report, model, saved, scratch, stubs,
-                                                        device, scale)
+                    report.data["served"] = served_path(
+                        report, model, saved, scratch, stubs, device, scale
+                    )
                 except Exception as exc:  # report it, keep measuring
                     failed += 1
                     report.problem(f"served path: {type(exc).__name__}: {exc}")
@@ -717,8 +834,14 @@ def run(args: argparse.Namespace, report: Report, scratch: Path) -> int:
         else:
             try:
                 report.data["compile"] = compile_figures(
-                    report, shared, device, dtype, scale,
-                    report.data.get(SERVED_PRESET, {}), deadline)
+                    report,
+                    shared,
+                    device,
+                    dtype,
+                    scale,
+                    report.data.get(SERVED_PRESET, {}),
+                    deadline,
+                )
             except Exception as exc:
                 failed += 1
                 report.problem(f"torch.compile: {type(exc).__name__}: {str(exc)[:500]}")
@@ -757,26 +880,47 @@ def ratios(report: Report) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cpu-smoke", action="store_true",
-                        help="tiny configs at 64x64, 2 steps on the CPU (automatic without CUDA)")
-    parser.add_argument("--require-gpu", action="store_true",
-                        help="exit 2 when no CUDA GPU is visible (after the smoke run)")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                        help="measure torch.compile on KOALA-Lightning-700M (minutes on GPU)")
+    parser.add_argument(
+        "--cpu-smoke",
+        action="store_true",
+        help="tiny configs at 64x64, 2 steps on the CPU (automatic without CUDA)",
+    )
+    parser.add_argument(
+        "--require-gpu",
+        action="store_true",
+        help="exit 2 when no CUDA GPU is visible (after the smoke run)",
+    )
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure torch.compile on KOALA-Lightning-700M (minutes on GPU)",
+    )
     parser.add_argument("--no-serve", action="store_true", help="skip the served path")
-    parser.add_argument("--budget-s", type=float, default=430.0,
-                        help="seconds after which no new section starts (default 430)")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=430.0,
+        help="seconds after which no new section starts (default 430)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
-    parser.add_argument("--only", choices=["all", "speed", "memory"], default="all",
-                        help="run only the speed sections or only the memory section")
+    parser.add_argument(
+        "--only",
+        choices=["all", "speed", "memory"],
+        default="all",
+        help="run only the speed sections or only the memory section",
+    )
     args = parser.parse_args(argv)
     # Nothing here downloads; on a machine without network a lookup would only hang on timeouts.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     lacking = missing(MODEL_PACKAGES)
     if lacking:
-        print("MISSING for bench/gpu.py: " + ", ".join(lacking) + " (on the GPU machine, install "
-              "the wheels from bench/gpu_wheels.sh: see this script's docstring)", flush=True)
+        print(
+            "MISSING for bench/gpu.py: " + ", ".join(lacking) + " (on the GPU machine, install "
+            "the wheels from bench/gpu_wheels.sh: see this script's docstring)",
+            flush=True,
+        )
         return 2
     report = Report(smoke=args.cpu_smoke)
 
@@ -794,8 +938,16 @@ def main(argv: list[str] | None = None) -> int:
         report.problem(f"{type(exc).__name__}: {str(exc)[:500]}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        print("\n" + ("CPU SMOKE RUN (tiny configs; targets are for one H100, not judged)\n"
-                      if report.smoke else "") + report.table(), flush=True)
+        print(
+            "\n"
+            + (
+                "CPU SMOKE RUN (tiny configs; targets are for one H100, not judged)\n"
+                if report.smoke
+                else ""
+            )
+            + report.table(),
+            flush=True,
+        )
         if report.problems:
             print("\nproblems:\n- " + "\n- ".join(report.problems), flush=True)
         report.dump(args.json)

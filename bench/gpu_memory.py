@@ -21,14 +21,37 @@ from pathlib import Path
 from typing import Any
 
 LLAMA_13B: dict[str, Any] = {
-    "hidden_size": 5120, "num_hidden_layers": 40, "num_attention_heads": 40,
-    "intermediate_size": 13824, "vocab_size": 32003, "max_position_embeddings": 2048}
-LLAMA_SMOKE: dict[str, Any] = {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-               "intermediate_size": 256, "vocab_size": 32003, "max_position_embeddings": 2048}
-VIT_L14: dict[str, Any] = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
-           "intermediate_size": 4096, "image_size": 224, "patch_size": 14}
-VIT_SMOKE: dict[str, Any] = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "intermediate_size": 64, "image_size": 224, "patch_size": 14}
+    "hidden_size": 5120,
+    "num_hidden_layers": 40,
+    "num_attention_heads": 40,
+    "intermediate_size": 13824,
+    "vocab_size": 32003,
+    "max_position_embeddings": 2048,
+}
+LLAMA_SMOKE: dict[str, Any] = {
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 256,
+    "vocab_size": 32003,
+    "max_position_embeddings": 2048,
+}
+VIT_L14: dict[str, Any] = {
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "image_size": 224,
+    "patch_size": 14,
+}
+VIT_SMOKE: dict[str, Any] = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "image_size": 224,
+    "patch_size": 14,
+}
 PROMPT_TEXT_TOKENS = 44  # + 256 image patches: about Ko-LLaVA's first-turn prompt
 NEW_TOKENS = 64
 
@@ -60,8 +83,10 @@ class Card:
         if not self.cuda:
             return {"card_gib": None, "allocated_gib": None}
         torch.cuda.synchronize()
-        return {"card_gib": (self.context + torch.cuda.max_memory_reserved()) / 2**30,
-                "allocated_gib": torch.cuda.max_memory_allocated() / 2**30}
+        return {
+            "card_gib": (self.context + torch.cuda.max_memory_reserved()) / 2**30,
+            "allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+        }
 
 
 def quants(device: str) -> list[str]:
@@ -77,8 +102,13 @@ def build_language_model(device: str, dtype: Any, quant: str, smoke: bool) -> An
 
     from models.quantize import language_dtype, torchao_config
 
-    config = LlamaConfig(**(LLAMA_SMOKE if smoke else LLAMA_13B), bos_token_id=2,
-                         eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
+    config = LlamaConfig(
+        **(LLAMA_SMOKE if smoke else LLAMA_13B),
+        bos_token_id=2,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
     run_dtype = language_dtype(quant, device, dtype)
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
@@ -89,8 +119,10 @@ def build_language_model(device: str, dtype: Any, quant: str, smoke: bool) -> An
         with torch.no_grad():
             for p in module.parameters(recurse=True):
                 if p.dim() > 1:
-                    p.data = torch.randn(p.shape, generator=generator, device=device,
-                                         dtype=run_dtype) * 0.02
+                    p.data = (
+                        torch.randn(p.shape, generator=generator, device=device, dtype=run_dtype)
+                        * 0.02
+                    )
                 else:
                     p.data = torch.ones(p.shape, device=device, dtype=run_dtype)
 
@@ -132,14 +164,21 @@ def answer(llm: Any, tower: Any, projector: Any, device: str, dtype: Any) -> int
         features = projector(hidden).to(embed.weight.dtype)
         ids = torch.randint(3, 32000, (1, PROMPT_TEXT_TOKENS), device=device)
         embeds = torch.cat([embed(ids[:, :30]), features, embed(ids[:, 30:])], dim=1)
-        out = llm.generate(inputs_embeds=embeds, attention_mask=torch.ones(
-            embeds.shape[:2], device=device, dtype=torch.long), max_new_tokens=NEW_TOKENS,
-            min_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None, pad_token_id=0)
+        out = llm.generate(
+            inputs_embeds=embeds,
+            attention_mask=torch.ones(embeds.shape[:2], device=device, dtype=torch.long),
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
     return int(out.shape[1])
 
 
-def drawing(report: Any, card: Card, shared: Any, device: str, dtype: Any, scale: Any,
-            mode: str) -> dict[str, Any]:
+def drawing(
+    report: Any, card: Card, shared: Any, device: str, dtype: Any, scale: Any, mode: str
+) -> dict[str, Any]:
     """KOALA-Lightning-700M at batch 1 in one memory mode: s/image and the card's peak."""
     from bench import gpu
     from models.text2image import low_memory
@@ -156,17 +195,25 @@ def drawing(report: Any, card: Card, shared: Any, device: str, dtype: Any, scale
     card.reset()
     warm = gpu.timed(gpu.call(model, 1, 1000))
     times = [gpu.timed(gpu.call(model, 1, 100 * (r + 1))) for r in range(scale.timed)]
-    out: dict[str, Any] = {"warm_s": warm, "times": times,
-                           "s_per_image": sorted(times)[len(times) // 2], **card.peaks()}
-    report.add(f"{replica.name} {mode} batch 1", f"{out['s_per_image']:.3f} s/image, card "
-               f"{gpu.gib(out['card_gib'])} (allocated {gpu.gib(out['allocated_gib'])})",
-               "<= 7.20 GiB card" if mode != "normal" and card.cuda else "",
-               (out["card_gib"] or 0) <= 7.2 if mode != "normal" and card.cuda else None)
+    out: dict[str, Any] = {
+        "warm_s": warm,
+        "times": times,
+        "s_per_image": sorted(times)[len(times) // 2],
+        **card.peaks(),
+    }
+    report.add(
+        f"{replica.name} {mode} batch 1",
+        f"{out['s_per_image']:.3f} s/image, card "
+        f"{gpu.gib(out['card_gib'])} (allocated {gpu.gib(out['allocated_gib'])})",
+        "<= 7.20 GiB card" if mode != "normal" and card.cuda else "",
+        (out["card_gib"] or 0) <= 7.2 if mode != "normal" and card.cuda else None,
+    )
     return out
 
 
-def vision(report: Any, card: Card, device: str, dtype: Any, smoke: bool,
-           quant: str) -> dict[str, Any]:
+def vision(
+    report: Any, card: Card, device: str, dtype: Any, smoke: bool, quant: str
+) -> dict[str, Any]:
     """The Ko-LLaVA-13b replica in one quantization: load, peak, tokens per second."""
     from bench import gpu
 
@@ -183,51 +230,75 @@ def vision(report: Any, card: Card, device: str, dtype: Any, smoke: bool,
     answer(llm, tower, projector, device, dtype)
     gpu.sync()
     seconds = time.perf_counter() - started
-    out: dict[str, Any] = {"load_s": load_s, "load_card_gib": loaded["card_gib"],
-                           "answer_s": seconds, "tokens_per_s": NEW_TOKENS / seconds,
-                           **card.peaks()}
+    out: dict[str, Any] = {
+        "load_s": load_s,
+        "load_card_gib": loaded["card_gib"],
+        "answer_s": seconds,
+        "tokens_per_s": NEW_TOKENS / seconds,
+        **card.peaks(),
+    }
     target = "< 10 GB card" if quant == "int4" and card.cuda else ""
-    report.add(f"ko-llava-13b replica {quant}", f"{out['tokens_per_s']:.1f} tokens/s, card "
-               f"{gpu.gib(out['card_gib'])} (allocated {gpu.gib(out['allocated_gib'])}), "
-               f"load {load_s:.1f} s", target,
-               (out["card_gib"] or 0) * 2**30 < 10e9 if target else None)
+    report.add(
+        f"ko-llava-13b replica {quant}",
+        f"{out['tokens_per_s']:.1f} tokens/s, card "
+        f"{gpu.gib(out['card_gib'])} (allocated {gpu.gib(out['allocated_gib'])}), "
+        f"load {load_s:.1f} s",
+        target,
+        (out["card_gib"] or 0) * 2**30 < 10e9 if target else None,
+    )
     return out
 
 
-def both(report: Any, card: Card, shared: Any, device: str, dtype: Any, scale: Any,
-         quant: str) -> dict[str, Any]:
+def both(
+    report: Any, card: Card, shared: Any, device: str, dtype: Any, scale: Any, quant: str
+) -> dict[str, Any]:
     """Both models resident in this process: a drawing, then an answer, one after the other."""
     from bench import gpu
 
     gpu.release()
     card.reset()
     replica = gpu.REPLICAS[0]
-    model = gpu.serve_model(replica, gpu.build_pipeline(replica, shared, device, dtype,
-                                                        scale.smoke), device, scale, False)
+    model = gpu.serve_model(
+        replica,
+        gpu.build_pipeline(replica, shared, device, dtype, scale.smoke),
+        device,
+        scale,
+        False,
+    )
     llm = build_language_model(device, dtype, quant, scale.smoke)
     tower, projector = build_tower(device, dtype, scale.smoke, llm.config.hidden_size)
     gpu.timed(gpu.call(model, 1, 1000))
     answer(llm, tower, projector, device, dtype)
     draw_s = gpu.timed(gpu.call(model, 1, 2000))
     answer_s = gpu.timed(lambda: answer(llm, tower, projector, device, dtype))
-    out: dict[str, Any] = {"vlm_quant": quant, "s_per_image": draw_s,
-                           "tokens_per_s": NEW_TOKENS / answer_s, **card.peaks()}
-    report.add(f"both resident (drawing normal + VLM {quant})",
-               f"{draw_s:.3f} s/image, {out['tokens_per_s']:.1f} tokens/s, card "
-               f"{gpu.gib(out['card_gib'])} (allocated {gpu.gib(out['allocated_gib'])})",
-               "< 20 GB card" if card.cuda else "",
-               (out["card_gib"] or 0) * 2**30 < 20e9 if card.cuda else None)
+    out: dict[str, Any] = {
+        "vlm_quant": quant,
+        "s_per_image": draw_s,
+        "tokens_per_s": NEW_TOKENS / answer_s,
+        **card.peaks(),
+    }
+    report.add(
+        f"both resident (drawing normal + VLM {quant})",
+        f"{draw_s:.3f} s/image, {out['tokens_per_s']:.1f} tokens/s, card "
+        f"{gpu.gib(out['card_gib'])} (allocated {gpu.gib(out['allocated_gib'])})",
+        "< 20 GB card" if card.cuda else "",
+        (out["card_gib"] or 0) * 2**30 < 20e9 if card.cuda else None,
+    )
     return out  # the models go with this frame; run_memory releases their memory
 
 
-def run_memory(report: Any, shared: Any, device: str, dtype: Any, scale: Any,
-               deadline: float, scratch: Path) -> int:
+def run_memory(
+    report: Any, shared: Any, device: str, dtype: Any, scale: Any, deadline: float, scratch: Path
+) -> int:
     """Every memory figure that fits the time budget; returns the number of failed parts."""
     from bench import gpu
 
     card = Card()
-    out: dict[str, Any] = {"context_gib": card.context / 2**30 if card.cuda else None,
-                           "draw": {}, "vision": {}}
+    out: dict[str, Any] = {
+        "context_gib": card.context / 2**30 if card.cuda else None,
+        "draw": {},
+        "vision": {},
+    }
     report.data["memory"] = out
     report.add("CUDA context", gpu.gib(out["context_gib"]))
     failed = 0
@@ -235,16 +306,35 @@ def run_memory(report: Any, shared: Any, device: str, dtype: Any, scale: Any,
     if not card.cuda:
         out["draw"]["offload"] = "skipped: model CPU offload needs CUDA"
     steps: list[tuple[str, Any]] = [
-        (f"draw {m}", lambda m=m: out["draw"].__setitem__(
-            m, drawing(report, card, shared, device, dtype, scale, m))) for m in modes]
+        (
+            f"draw {m}",
+            lambda m=m: out["draw"].__setitem__(
+                m, drawing(report, card, shared, device, dtype, scale, m)
+            ),
+        )
+        for m in modes
+    ]
     available = quants(device)
     if len(available) == 1:
         out["vision"]["int8"] = out["vision"]["int4"] = "skipped: torchao is not installed"
-    steps += [(f"vision {q}", lambda q=q: out["vision"].__setitem__(
-        q, vision(report, card, device, dtype, scale.smoke, q))) for q in available]
+    steps += [
+        (
+            f"vision {q}",
+            lambda q=q: out["vision"].__setitem__(
+                q, vision(report, card, device, dtype, scale.smoke, q)
+            ),
+        )
+        for q in available
+    ]
     resident = "int4" if "int4" in available else available[-1]
-    steps.append(("both", lambda: out.__setitem__(
-        "both", both(report, card, shared, device, dtype, scale, resident))))
+    steps.append(
+        (
+            "both",
+            lambda: out.__setitem__(
+                "both", both(report, card, shared, device, dtype, scale, resident)
+            ),
+        )
+    )
     for name, step in steps:
         if time.monotonic() > deadline:
             report.problem(f"memory {name} skipped: time budget spent")

@@ -30,16 +30,25 @@ from bench.common import gunicorn, percentile, redis_server, summary, worker
 
 
 def kakao_body(user: str, text: str) -> bytes:
-    return json.dumps({
-        "userRequest": {"utterance": text, "user": {"id": user, "type": "botUserKey"},
-                        "params": {"surface": "Kakaotalk.plusfriend"}},
-        "bot": {"id": "bench"}, "action": {"params": {}},
-    }).encode()
+    return json.dumps(
+        {
+            "userRequest": {
+                "utterance": text,
+                "user": {"id": user, "type": "botUserKey"},
+                "params": {"surface": "Kakaotalk.plusfriend"},
+            },
+            "bot": {"id": "bench"},
+            "action": {"params": {}},
+        }
+    ).encode()
 
 
 def post(port: int, body: bytes) -> dict[str, Any]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/kakao/skill", data=body,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/kakao/skill",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as response:
         return json.loads(response.read())
 
@@ -87,15 +96,22 @@ def main() -> int:
     hf_home = tempfile.mkdtemp(prefix="koalatalk-bench-hf-")
     os.environ.update({"HF_HOME": hf_home, "HF_HUB_OFFLINE": "1"})
     media = tempfile.mkdtemp(prefix="koalatalk-bench-media-")
-    env = {"KOALATALK_MODE": "development", "KOALATALK_PRESET": "tiny",
-           "KOALATALK_TRANSLATION_MODEL": "tiny",
-           "KOALATALK_SAFETY_MODEL": "koalatalk/tiny-safety-pass",
-           # The in-process side is the drawing call alone: leave the image checker out of both.
-           "KOALATALK_SAFETY_POLICY": "allow",
-           "KOALATALK_RATE_LIMIT": "100000", "KOALATALK_DAILY_QUOTA": "0",
-           "KOALATALK_MEDIA_DIR": media, "KOALATALK_SYNC_WAIT_S": "4",
-           "KOALATALK_LOG_LEVEL": "WARNING", "KOALATALK_DEVICE": "cpu",
-           "HF_HOME": hf_home, "HF_HUB_OFFLINE": "1"}
+    env = {
+        "KOALATALK_MODE": "development",
+        "KOALATALK_PRESET": "tiny",
+        "KOALATALK_TRANSLATION_MODEL": "tiny",
+        "KOALATALK_SAFETY_MODEL": "koalatalk/tiny-safety-pass",
+        # The in-process side is the drawing call alone: leave the image checker out of both.
+        "KOALATALK_SAFETY_POLICY": "allow",
+        "KOALATALK_RATE_LIMIT": "100000",
+        "KOALATALK_DAILY_QUOTA": "0",
+        "KOALATALK_MEDIA_DIR": media,
+        "KOALATALK_SYNC_WAIT_S": "4",
+        "KOALATALK_LOG_LEVEL": "WARNING",
+        "KOALATALK_DEVICE": "cpu",
+        "HF_HOME": hf_home,
+        "HF_HUB_OFFLINE": "1",
+    }
     serve = served(args.requests, env)
     local = in_process(args.requests)
     overhead = percentile(serve, 50) - percentile(local, 50)

@@ -36,8 +36,12 @@ from bench.common import gunicorn, redis_server, worker
 
 DEBUG = False
 WORKER_LOG = Path(tempfile.gettempdir()) / "koalatalk-bench-storybook-worker.log"
-SCENES = ["A koala climbs a tall tree", "The koala finds a fresh green leaf",
-          "The koala eats the leaf slowly", "The koala falls asleep on a branch"]
+SCENES = [
+    "A koala climbs a tall tree",
+    "The koala finds a fresh green leaf",
+    "The koala eats the leaf slowly",
+    "The koala falls asleep on a branch",
+]
 
 
 class Callbacks:
@@ -88,12 +92,18 @@ def timed(port: int, callbacks: Callbacks, text: str) -> tuple[float, int]:
     """Seconds from the POST to delivery (the webhook's direct answer, or the callback when the
     webhook acknowledged), and the pictures delivered."""
     user, token = "u-" + uuid.uuid4().hex, uuid.uuid4().hex
-    body = json.dumps({
-        "userRequest": {"utterance": text, "user": {"id": user, "type": "botUserKey"},
-                        "params": {"surface": "Kakaotalk.plusfriend"},
-                        "callbackUrl": f"{callbacks.origin}/{token}"},
-        "bot": {"id": "bench"}, "action": {"params": {}},
-    }).encode()
+    body = json.dumps(
+        {
+            "userRequest": {
+                "utterance": text,
+                "user": {"id": user, "type": "botUserKey"},
+                "params": {"surface": "Kakaotalk.plusfriend"},
+                "callbackUrl": f"{callbacks.origin}/{token}",
+            },
+            "bot": {"id": "bench"},
+            "action": {"params": {}},
+        }
+    ).encode()
     started = time.perf_counter()
     answer = post_body(port, body)
     if DEBUG:
@@ -109,8 +119,11 @@ def timed(port: int, callbacks: Callbacks, text: str) -> tuple[float, int]:
 
 
 def post_body(port: int, body: bytes) -> dict[str, Any]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/kakao/skill", data=body,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/kakao/skill",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as response:
         answer: dict[str, Any] = json.loads(response.read())
         return answer
@@ -170,17 +183,23 @@ def main() -> int:
     parser.add_argument("--preset", default="tiny")
     args = parser.parse_args()
     env = {
-        "KOALATALK_MODE": "development", "KOALATALK_PRESET": args.preset,
+        "KOALATALK_MODE": "development",
+        "KOALATALK_PRESET": args.preset,
         "KOALATALK_TRANSLATION_MODEL": "tiny",
-        "KOALATALK_SAFETY_MODEL": "koalatalk/tiny-safety-pass", "KOALATALK_SAFETY_POLICY": "allow",
+        "KOALATALK_SAFETY_MODEL": "koalatalk/tiny-safety-pass",
+        "KOALATALK_SAFETY_POLICY": "allow",
         "KOALATALK_MEDIA_DIR": tempfile.mkdtemp(prefix="koalatalk-bench-media-"),
-        "KOALATALK_SYNC_WAIT_S": "4.5", "KOALATALK_LOG_LEVEL": "WARNING",
-        "KOALATALK_DEVICE": args.device, "KOALATALK_RATE_LIMIT": "0",
-        "KOALATALK_DAILY_QUOTA": "0", "KOALATALK_MAX_BATCH": "4",
+        "KOALATALK_SYNC_WAIT_S": "4.5",
+        "KOALATALK_LOG_LEVEL": "WARNING",
+        "KOALATALK_DEVICE": args.device,
+        "KOALATALK_RATE_LIMIT": "0",
+        "KOALATALK_DAILY_QUOTA": "0",
+        "KOALATALK_MAX_BATCH": "4",
         "KOALATALK_BATCH_WAIT_MS": "50",
         # The estimate before anything was measured: small, so that the webhook waits for the
         # answer (a larger one takes the slow path at once, issue 14) until real times exist.
-        "KOALATALK_DEFAULT_SERVICE_S": "0.5", "HF_HOME": tempfile.mkdtemp(prefix="koalatalk-hf-"),
+        "KOALATALK_DEFAULT_SERVICE_S": "0.5",
+        "HF_HOME": tempfile.mkdtemp(prefix="koalatalk-hf-"),
         "HF_HUB_OFFLINE": "1",
     }
     runs: dict[str, list[Run]] = {"single": [], "book": [], "four": []}
@@ -207,16 +226,25 @@ def main() -> int:
     calls = {k: [len(c) for _, _, c in v] for k, v in runs.items()}
     sizes = {k: [[size for size, _ in c] for _, _, c in v] for k, v in runs.items()}
     model = {k: statistics.median(sum(t for _, t in c) for _, _, c in v) for k, v in runs.items()}
-    print(f"\n{args.preset} model on {args.device}, one worker (MAX_BATCH 4), "
-          f"{args.rounds} rounds, medians\n")
-    print(f"{'run':<34}{'time to delivery':>18}{'model time':>12}{'pictures':>10}"
-          f"{'model calls':>13}{'pics/s':>8}")
-    rows = (("(a) one single picture", "single"), ("(a,b) one 4-scene book", "book"),
-            ("(b) four users, one sentence each", "four"))
+    print(
+        f"\n{args.preset} model on {args.device}, one worker (MAX_BATCH 4), "
+        f"{args.rounds} rounds, medians\n"
+    )
+    print(
+        f"{'run':<34}{'time to delivery':>18}{'model time':>12}{'pictures':>10}"
+        f"{'model calls':>13}{'pics/s':>8}"
+    )
+    rows = (
+        ("(a) one single picture", "single"),
+        ("(a,b) one 4-scene book", "book"),
+        ("(b) four users, one sentence each", "four"),
+    )
     for label, key in rows:
         pictures = statistics.median(got[key])
-        print(f"{label:<34}{med[key] * 1000:>15.0f} ms{model[key] * 1000:>9.0f} ms{pictures:>10.0f}"
-              f"{statistics.median(calls[key]):>13.0f}{pictures / med[key]:>8.1f}")
+        print(
+            f"{label:<34}{med[key] * 1000:>15.0f} ms{model[key] * 1000:>9.0f} ms{pictures:>10.0f}"
+            f"{statistics.median(calls[key]):>13.0f}{pictures / med[key]:>8.1f}"
+        )
     print(f"\nbatch sizes per round: book {sizes['book']}, four users {sizes['four']}")
     print(f"(a) book / single picture: {med['book'] / med['single']:.2f}x (target <= 1.5x)")
     print(f"(b) book / four users at once: {med['book'] / med['four']:.2f}x")

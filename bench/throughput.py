@@ -45,8 +45,11 @@ def user_loop(port: int, user: str, until: float, out: list[Sample]) -> None:
     while time.time() < until:
         n += 1
         body = kakao_body(user, f"a koala painting number {n} by {user[-6:]}")
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/kakao/skill", data=body,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/kakao/skill",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
         sent = time.time()
         try:
             with urllib.request.urlopen(req, timeout=10) as response:
@@ -86,8 +89,12 @@ def run(users: int, seconds: float, max_batch: int, base_env: dict[str, str]) ->
                 warm: list[Sample] = []
                 user_loop(port, "warm-" + uuid.uuid4().hex, time.time() + 2, warm)
                 until = time.time() + seconds
-                threads = [threading.Thread(target=user_loop, args=(
-                    port, f"u{i}-{uuid.uuid4().hex}", until, samples)) for i in range(users)]
+                threads = [
+                    threading.Thread(
+                        target=user_loop, args=(port, f"u{i}-{uuid.uuid4().hex}", until, samples)
+                    )
+                    for i in range(users)
+                ]
                 for t in threads:
                     t.start()
                 for t in threads:
@@ -110,9 +117,11 @@ def run(users: int, seconds: float, max_batch: int, base_env: dict[str, str]) ->
     sizes = [c["size"] for c in calls]
     return {
         "images_per_s": len(pictures) / span,
-        "p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
+        "p50": percentile(latencies, 50),
+        "p95": percentile(latencies, 95),
         "refused": float(sum(s.kind != "picture" for s in samples)),
-        "overhead_p50": percentile(overheads, 50), "overhead_p95": percentile(overheads, 95),
+        "overhead_p50": percentile(overheads, 50),
+        "overhead_p95": percentile(overheads, 95),
         "mean_batch": sum(sizes) / len(sizes) if sizes else 0.0,
         "requests": float(len(samples)),
     }
@@ -126,33 +135,50 @@ def main() -> int:
     args = parser.parse_args()
     hf_home = tempfile.mkdtemp(prefix="koalatalk-bench-hf-")
     base_env = {
-        "KOALATALK_MODE": "development", "KOALATALK_PRESET": "tiny",
+        "KOALATALK_MODE": "development",
+        "KOALATALK_PRESET": "tiny",
         "KOALATALK_TRANSLATION_MODEL": "tiny",
         "KOALATALK_SAFETY_MODEL": "koalatalk/tiny-safety-pass",
         # Model time counts the drawing calls only: leave the image checker out, as
         # bench/overhead does, so the overhead is the serving path's alone.
         "KOALATALK_SAFETY_POLICY": "allow",
         "KOALATALK_MEDIA_DIR": tempfile.mkdtemp(prefix="koalatalk-bench-media-"),
-        "KOALATALK_SYNC_WAIT_S": "4.5", "KOALATALK_LOG_LEVEL": "WARNING",
-        "KOALATALK_DEVICE": "cpu", "KOALATALK_RATE_LIMIT": "0", "KOALATALK_DAILY_QUOTA": "0",
-        "KOALATALK_BATCH_WAIT_MS": "10", "HF_HOME": hf_home, "HF_HUB_OFFLINE": "1",
+        "KOALATALK_SYNC_WAIT_S": "4.5",
+        "KOALATALK_LOG_LEVEL": "WARNING",
+        "KOALATALK_DEVICE": "cpu",
+        "KOALATALK_RATE_LIMIT": "0",
+        "KOALATALK_DAILY_QUOTA": "0",
+        "KOALATALK_BATCH_WAIT_MS": "10",
+        "HF_HOME": hf_home,
+        "HF_HUB_OFFLINE": "1",
     }
-    results = {"batching off (max 1)": run(args.users, args.seconds, 1, base_env),
-               f"batching on (max {args.max_batch})": run(args.users, args.seconds,
-                                                          args.max_batch, base_env)}
-    print(f"\ntiny model on CPU, {args.users} users in a closed loop for {args.seconds:.0f} s, "
-          f"one worker, gunicorn gevent x2\n")
-    print(f"{'setting':<22}{'img/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'overhead p50':>14}"
-          f"{'p95':>7}{'batch':>7}{'refused':>9}")
+    results = {
+        "batching off (max 1)": run(args.users, args.seconds, 1, base_env),
+        f"batching on (max {args.max_batch})": run(
+            args.users, args.seconds, args.max_batch, base_env
+        ),
+    }
+    print(
+        f"\ntiny model on CPU, {args.users} users in a closed loop for {args.seconds:.0f} s, "
+        f"one worker, gunicorn gevent x2\n"
+    )
+    print(
+        f"{'setting':<22}{'img/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'overhead p50':>14}"
+        f"{'p95':>7}{'batch':>7}{'refused':>9}"
+    )
     for name, f in results.items():
-        print(f"{name:<22}{f['images_per_s']:>8.1f}{f['p50'] * 1000:>9.0f}{f['p95'] * 1000:>9.0f}"
-              f"{f['overhead_p50'] * 1000:>11.1f} ms{f['overhead_p95'] * 1000:>7.0f}"
-              f"{f['mean_batch']:>7.2f}{f['refused']:>9.0f}")
+        print(
+            f"{name:<22}{f['images_per_s']:>8.1f}{f['p50'] * 1000:>9.0f}{f['p95'] * 1000:>9.0f}"
+            f"{f['overhead_p50'] * 1000:>11.1f} ms{f['overhead_p95'] * 1000:>7.0f}"
+            f"{f['mean_batch']:>7.2f}{f['refused']:>9.0f}"
+        )
     off, on = results.values()
     ratio = on["images_per_s"] / off["images_per_s"] if off["images_per_s"] else 0.0
     print(f"\nthroughput ratio batching on / off: {ratio:.2f}")
-    print(f"serving overhead p50 at {args.users} users: off {off['overhead_p50'] * 1000:.1f} ms, "
-          f"on {on['overhead_p50'] * 1000:.1f} ms (target <= 50 ms)")
+    print(
+        f"serving overhead p50 at {args.users} users: off {off['overhead_p50'] * 1000:.1f} ms, "
+        f"on {on['overhead_p50'] * 1000:.1f} ms (target <= 50 ms)"
+    )
     return 0
 
 

@@ -309,7 +309,12 @@ def llama_config(raw: dict[str, Any]) -> Any:
 
 
 def _load_language_model(
-    folder: Path, config: Any, mm_hidden: int, device: str, dtype: torch.dtype, repo_id: str,
+    folder: Path,
+    config: Any,
+    mm_hidden: int,
+    device: str,
+    dtype: torch.dtype,
+    repo_id: str,
     quant: str = "none",
 ) -> tuple[Any, nn.Linear]:
     """The LLaMA and the projector. Quantized (`quant` int8 or int4), the LLaMA is filled on the
@@ -377,7 +382,10 @@ class KoLlava:
     """Ko-LLaVA answering questions about one photo (several are tiled into one)."""
 
     def __init__(
-        self, preset: VisionLanguagePreset, device: str = "auto", system: str = DEFAULT_SYSTEM,
+        self,
+        preset: VisionLanguagePreset,
+        device: str = "auto",
+        system: str = DEFAULT_SYSTEM,
         quant: str = "none",
     ) -> None:
         from transformers import LlamaTokenizer
@@ -422,8 +430,13 @@ class KoLlava:
         self.num_patches = (vision_config.image_size // vision_config.patch_size) ** 2
         self.quant = quant  # KOALATALK_VLM_QUANT: the LLaMA's weights; tower and projector fp16
         self.model, self.projector = _load_language_model(
-            folder, self.config, vision_config.hidden_size, self.device, self.dtype,
-            preset.repo_id, quant,
+            folder,
+            self.config,
+            vision_config.hidden_size,
+            self.device,
+            self.dtype,
+            preset.repo_id,
+            quant,
         )
         self.suppressed = suppressed_ids(self.tokenizer.get_vocab(), self.config.vocab_size)
         self.load_seconds = time.monotonic() - started

@@ -29,8 +29,9 @@ def llama_params(hidden: int, layers: int, intermediate: int, vocab: int) -> tup
     return linear, vocab * hidden, (2 * layers + 1) * hidden
 
 
-def vit_params(hidden: int, layers: int, image: int, patch: int, intermediate: int = 0,
-               channels: int = 3) -> int:
+def vit_params(
+    hidden: int, layers: int, image: int, patch: int, intermediate: int = 0, channels: int = 3
+) -> int:
     """A CLIP vision transformer (transformers' CLIPVisionModel, no projection head)."""
     intermediate = intermediate or 4 * hidden
     tokens = (image // patch) ** 2 + 1
@@ -61,12 +62,14 @@ def _kollava_13b() -> LanguageModel:
     assert heads * (hidden // heads) == hidden
     head = vocab * hidden  # lm_head: never quantized (models/quantize.py quantizes the layers)
     return LanguageModel(
-        linear=linear - head, kept=embedding + head + norms, vision=tower + projector,
+        linear=linear - head,
+        kept=embedding + head + norms,
+        vision=tower + projector,
         largest_linear_in=hidden,
         layer=4 * hidden * hidden + 3 * hidden * intermediate,
         kv_bytes=2 * layers * hidden * context * FP16,
         source="computed: LLaMA-13B shape (hidden 5120, 40 layers, intermediate 13824, "
-               "vocabulary 32003), ViT-L/14 at 224 px, Linear(1024, 5120)",
+        "vocabulary 32003), ViT-L/14 at 224 px, Linear(1024, 5120)",
     )
 
 
@@ -75,8 +78,12 @@ VLMS: dict[str, LanguageModel] = {
     # Qwen2-VL-2B-Instruct: about 1.5B in the language model (of which 0.23B embedding), 0.67B
     # in the vision encoder (model card); KV cache: 28 layers, 2 KV heads of 128, 8192 tokens.
     "qwen2-vl-2b": LanguageModel(
-        linear=1_310_000_000, kept=235_000_000, vision=675_000_000, largest_linear_in=1536,
-        layer=46_800_000, kv_bytes=2 * 28 * 256 * 8192 * FP16,
+        linear=1_310_000_000,
+        kept=235_000_000,
+        vision=675_000_000,
+        largest_linear_in=1536,
+        layer=46_800_000,
+        kv_bytes=2 * 28 * 256 * 8192 * FP16,
         source="approximate: Qwen2-VL-2B model card (1.5B language, 0.67B vision)",
     ),
 }
@@ -86,9 +93,12 @@ UNET_PARAMS = {"koala-700m": 782_822_724, "koala-1b": 1_161_184_324}
 VAE_PARAMS = 83_653_863
 TEXT_ENCODER_PARAMS = 123_060_480 + 694_659_840
 TEXT2IMAGE_UNET = {
-    "koala-lightning-700m": "koala-700m", "koala-700m": "koala-700m",
-    "koala-700m-llava-cap": "koala-700m", "koala-lightning-1b": "koala-1b",
-    "koala-1b": "koala-1b", "koala-1b-llava-cap": "koala-1b",
+    "koala-lightning-700m": "koala-700m",
+    "koala-700m": "koala-700m",
+    "koala-700m-llava-cap": "koala-700m",
+    "koala-lightning-1b": "koala-1b",
+    "koala-1b": "koala-1b",
+    "koala-1b-llava-cap": "koala-1b",
 }
 # Translators and safety checkers: approximate counts from their published architectures
 # (Marian transformer-big / -base with an assumed 32k shared vocabulary; ViT-B/16, 2 classes).
@@ -116,14 +126,20 @@ class Figure:
 # together with the GPU's name and the date; the plan prints the source beside each number.
 FIGURES: dict[str, Figure] = {
     "draw-1024": Figure(
-        int(8.3e9), "KOALA-Lightning-700M, 1024x1024, fp16, batch 1: whole-pipeline peak",
-        "published by ETRI (KOALA), RTX 4090, 2024; not yet measured here"),
+        int(8.3e9),
+        "KOALA-Lightning-700M, 1024x1024, fp16, batch 1: whole-pipeline peak",
+        "published by ETRI (KOALA), RTX 4090, 2024; not yet measured here",
+    ),
     "cuda-context": Figure(
-        GIB // 2, "CUDA context and cuBLAS workspace beside PyTorch's own memory",
-        "assumption, typical for PyTorch on recent GPUs; not yet measured here"),
+        GIB // 2,
+        "CUDA context and cuBLAS workspace beside PyTorch's own memory",
+        "assumption, typical for PyTorch on recent GPUs; not yet measured here",
+    ),
     "aux-activation": Figure(
-        GIB // 4, "a translation (4 beams, 128 tokens) or a safety check of one batch",
-        "assumption, not yet measured"),
+        GIB // 4,
+        "a translation (4 beams, 128 tokens) or a safety check of one batch",
+        "assumption, not yet measured",
+    ),
 }
 
 
@@ -175,8 +191,11 @@ class Config:
     def setting_changes(self, other: Config) -> list[str]:
         """KOALATALK_* assignments that turn this configuration into `other`."""
         names = ("vlm_quant", "draw_memory", "max_batch")
-        return [f"KOALATALK_{n.upper()}={getattr(other, n)}" for n in names
-                if getattr(self, n) != getattr(other, n)]
+        return [
+            f"KOALATALK_{n.upper()}={getattr(other, n)}"
+            for n in names
+            if getattr(self, n) != getattr(other, n)
+        ]
 
 
 @dataclass(frozen=True)
@@ -210,39 +229,56 @@ class Plan:
 
     @property
     def names(self) -> str:
-        return " and ".join(p.name.split(" (")[0] for p in self.parts if not p.name.startswith(
-            ("translator", "safety")))
+        return " and ".join(
+            p.name.split(" (")[0]
+            for p in self.parts
+            if not p.name.startswith(("translator", "safety"))
+        )
 
     def report(self) -> str:
         """The table `python -m workers.cli plan` prints."""
-        lines = [f"GPU memory: {gib(self.available)} ({self.available_source})",
-                 f"{'model':<58}{'weights':>10}{'activation':>12}{'load +':>9}"]
+        lines = [
+            f"GPU memory: {gib(self.available)} ({self.available_source})",
+            f"{'model':<58}{'weights':>10}{'activation':>12}{'load +':>9}",
+        ]
         for p in self.parts:
-            lines.append(f"{p.name:<58}{gib(p.weights):>10}{gib(p.activation):>12}"
-                         f"{gib(p.load_extra):>9}")
+            lines.append(
+                f"{p.name:<58}{gib(p.weights):>10}{gib(p.activation):>12}{gib(p.load_extra):>9}"
+            )
             lines.append(f"    {p.source}")
         lines.append(f"{'CUDA context':<58}{gib(self.context):>10}")
         lines.append(f"    {FIGURES['cuda-context'].source}")
         c = self.config
         if c.draw:
-            capped = f" (MAX_BATCH {c.max_batch} capped by the plan)" if (
-                0 < self.batch < c.max_batch) else ""
+            capped = (
+                f" (MAX_BATCH {c.max_batch} capped by the plan)"
+                if (0 < self.batch < c.max_batch)
+                else ""
+            )
             lines.append(f"drawing batch: {self.batch}{capped}")
-        lines.append(f"load peak: {gib(self.load_peak)}; worker peak: {gib(self.need)} of "
-                     f"{gib(self.available)}: {'fits' if self.fits else 'does NOT fit'}")
-        lines.append("activation figures: " + "; ".join(
-            f"{f.what}: {f.source}" for k, f in FIGURES.items() if k != "cuda-context"))
+        lines.append(
+            f"load peak: {gib(self.load_peak)}; worker peak: {gib(self.need)} of "
+            f"{gib(self.available)}: {'fits' if self.fits else 'does NOT fit'}"
+        )
+        lines.append(
+            "activation figures: "
+            + "; ".join(f"{f.what}: {f.source}" for k, f in FIGURES.items() if k != "cuda-context")
+        )
         return "\n".join(lines)
 
     def refusal(self, suggestion: Plan | None) -> str:
         """One sentence for an unfit configuration, with the setting that would fit."""
-        way = ("; no setting fits this GPU: serve the queues from separate workers or GPUs"
-               if suggestion is None else
-               f"; set {' '.join(self.config.setting_changes(suggestion.config))} "
-               f"(needs {gib(suggestion.need)})")
+        way = (
+            "; no setting fits this GPU: serve the queues from separate workers or GPUs"
+            if suggestion is None
+            else f"; set {' '.join(self.config.setting_changes(suggestion.config))} "
+            f"(needs {gib(suggestion.need)})"
+        )
         verb = "need" if " and " in self.names else "needs"
-        return (f"{self.names} {verb} {gib(self.need)} of GPU memory but only "
-                f"{gib(self.available)} is free ({self.available_source}){way}.")
+        return (
+            f"{self.names} {verb} {gib(self.need)} of GPU memory but only "
+            f"{gib(self.available)} is free ({self.available_source}){way}."
+        )
 
 
 def gib(n: float) -> str:
@@ -258,12 +294,24 @@ def _draw_parts(c: Config, batch: int) -> list[Part]:
     if c.draw_memory == "offload":
         # One component on the GPU at a time: the largest of UNet, text encoder 2, VAE.
         resident = max(unet, 694_659_840 * FP16, VAE_PARAMS * FP16)
-        return [Part(f"text2image {c.preset} (fp16, offload, batch {batch})", resident,
-                     draw_activation(batch), source=source + "; offload: largest part resident")]
+        return [
+            Part(
+                f"text2image {c.preset} (fp16, offload, batch {batch})",
+                resident,
+                draw_activation(batch),
+                source=source + "; offload: largest part resident",
+            )
+        ]
     # `low` (VAE tiling and slicing) saves memory in the decode; until measured, the plan counts
     # the published peak unchanged.
-    return [Part(f"text2image {c.preset} (fp16, {c.draw_memory}, batch {batch})", unet + others,
-                 draw_activation(batch), source=source)]
+    return [
+        Part(
+            f"text2image {c.preset} (fp16, {c.draw_memory}, batch {batch})",
+            unet + others,
+            draw_activation(batch),
+            source=source,
+        )
+    ]
 
 
 def _aux_parts(c: Config) -> list[Part]:
@@ -274,8 +322,14 @@ def _aux_parts(c: Config) -> list[Part]:
             continue
         tiny = name == "tiny" or name.startswith("koalatalk/")
         weights = TINY_BYTES if tiny else AUX_PARAMS.get(name, AUX_DEFAULT_PARAMS) * FP16
-        parts.append(Part(f"{kind} {name} (fp16)", weights, aux,
-                          source="tiny test model" if tiny else "approximate parameter count"))
+        parts.append(
+            Part(
+                f"{kind} {name} (fp16)",
+                weights,
+                aux,
+                source="tiny test model" if tiny else "approximate parameter count",
+            )
+        )
     return parts
 
 
@@ -288,8 +342,13 @@ def _vision_part(c: Config) -> Part:
     # Quantized while loading: one decoder layer passes through the GPU in fp16 at a time.
     extra = m.layer * FP16 if c.vlm_quant != "none" else 0
     quant = "fp16" if c.vlm_quant == "none" else f"{c.vlm_quant} language model"
-    return Part(f"vision {c.vlm_preset} ({quant})", weights, m.kv_bytes, extra,
-                f"{m.source}; activation: computed, fp16 KV cache at full context")
+    return Part(
+        f"vision {c.vlm_preset} ({quant})",
+        weights,
+        m.kv_bytes,
+        extra,
+        f"{m.source}; activation: computed, fp16 KV cache at full context",
+    )
 
 
 def plan(c: Config, available: int, available_source: str) -> Plan:
@@ -313,10 +372,11 @@ def suggest(c: Config, available: int, available_source: str) -> Plan | None:
     quants = [q for q in ("none", "int8", "int4") if c.vision] or [c.vlm_quant]
     start = quants.index(c.vlm_quant) if c.vlm_quant in quants else 0
     modes = ["normal", "offload"]
-    for mode in modes[modes.index(c.draw_memory) if c.draw_memory in modes else 0:]:
+    for mode in modes[modes.index(c.draw_memory) if c.draw_memory in modes else 0 :]:
         for quant in quants[start:]:
-            candidate = plan(replace(c, vlm_quant=quant, draw_memory=mode), available,
-                             available_source)
+            candidate = plan(
+                replace(c, vlm_quant=quant, draw_memory=mode), available, available_source
+            )
             if candidate.fits:
                 return candidate
     return None
@@ -338,31 +398,46 @@ def visible_gpu(device: str = "cuda") -> tuple[int, str] | None:
 _T, _S = "opus-mt-tc-big-ko-en", "Falconsai/nsfw_image_detection"
 TABLE_ROWS: list[tuple[str, Config]] = [
     ("drawing (KOALA-Lightning-700M)", Config(draw=True, vision=False, translator=_T, safety=_S)),
-    ("drawing, `DRAW_MEMORY=offload`", Config(draw=True, vision=False, translator=_T, safety=_S,
-                                              draw_memory="offload")),
+    (
+        "drawing, `DRAW_MEMORY=offload`",
+        Config(draw=True, vision=False, translator=_T, safety=_S, draw_memory="offload"),
+    ),
     ("Ko-LLaVA-13b fp16", Config(draw=False, vision=True)),
     ("Ko-LLaVA-13b `VLM_QUANT=int8`", Config(draw=False, vision=True, vlm_quant="int8")),
     ("Ko-LLaVA-13b `VLM_QUANT=int4`", Config(draw=False, vision=True, vlm_quant="int4")),
     ("both, VLM fp16", Config(draw=True, vision=True, translator=_T, safety=_S)),
     ("both, VLM int8", Config(draw=True, vision=True, translator=_T, safety=_S, vlm_quant="int8")),
     ("both, VLM int4", Config(draw=True, vision=True, translator=_T, safety=_S, vlm_quant="int4")),
-    ("both, VLM int4, drawing offload", Config(draw=True, vision=True, translator=_T, safety=_S,
-                                               vlm_quant="int4", draw_memory="offload")),
+    (
+        "both, VLM int4, drawing offload",
+        Config(
+            draw=True,
+            vision=True,
+            translator=_T,
+            safety=_S,
+            vlm_quant="int4",
+            draw_memory="offload",
+        ),
+    ),
 ]
 TABLE_CARDS_GIB = (8, 12, 16, 24, 48, 80)
 
 
 def gpu_table() -> str:
     """The markdown table of docs/operations.md, every cell computed by this plan."""
-    lines = ["| worker (`python -m workers ...`) | peak at batch 1 | "
-             + " | ".join(f"{c} GiB card" for c in TABLE_CARDS_GIB) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in TABLE_CARDS_GIB) + " |"]
+    lines = [
+        "| worker (`python -m workers ...`) | peak at batch 1 | "
+        + " | ".join(f"{c} GiB card" for c in TABLE_CARDS_GIB)
+        + " |",
+        "| --- | --- | " + " | ".join("---" for _ in TABLE_CARDS_GIB) + " |",
+    ]
     for name, c in TABLE_ROWS:
         one = plan(replace(c, max_batch=1), 1000 * GIB, "table")
         cells = []
         for size in TABLE_CARDS_GIB:
             found = plan(c, size * GIB, "table")
-            cells.append(("fits" + (f", batch {found.batch}" if c.draw else ""))
-                         if found.fits else "no")
+            cells.append(
+                ("fits" + (f", batch {found.batch}" if c.draw else "")) if found.fits else "no"
+            )
         lines.append(f"| {name} | {one.need / GIB:.1f} GiB | " + " | ".join(cells) + " |")
     return "\n".join(lines)

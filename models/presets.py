@@ -46,38 +46,61 @@ class TranslationPreset:
 
 TEXT_TO_IMAGE: dict[str, TextToImagePreset] = {
     "koala-lightning-700m": TextToImagePreset(
-        "koala-lightning-700m", "etri-vilab/koala-lightning-700m", 10, 3.5, trailing=True),
+        "koala-lightning-700m", "etri-vilab/koala-lightning-700m", 10, 3.5, trailing=True
+    ),
     "koala-lightning-1b": TextToImagePreset(
-        "koala-lightning-1b", "etri-vilab/koala-lightning-1b", 10, 3.5, trailing=True),
+        "koala-lightning-1b", "etri-vilab/koala-lightning-1b", 10, 3.5, trailing=True
+    ),
     "koala-700m": TextToImagePreset("koala-700m", "etri-vilab/koala-700m", 25, 7.5),
     "koala-1b": TextToImagePreset("koala-1b", "etri-vilab/koala-1b", 25, 7.5),
     "koala-700m-llava-cap": TextToImagePreset(
-        "koala-700m-llava-cap", "etri-vilab/koala-700m-llava-cap", 25, 7.5),
+        "koala-700m-llava-cap", "etri-vilab/koala-700m-llava-cap", 25, 7.5
+    ),
     "koala-1b-llava-cap": TextToImagePreset(
-        "koala-1b-llava-cap", "etri-vilab/koala-1b-llava-cap", 25, 7.5),
+        "koala-1b-llava-cap", "etri-vilab/koala-1b-llava-cap", 25, 7.5
+    ),
     "tiny": TextToImagePreset(
-        "tiny", "koalatalk/tiny-sdxl", 2, 3.5, width=64, height=64, trailing=True, tiny=True),
+        "tiny", "koalatalk/tiny-sdxl", 2, 3.5, width=64, height=64, trailing=True, tiny=True
+    ),
 }
 
 VISION_LANGUAGE: dict[str, VisionLanguagePreset] = {
     "ko-llava-13b": VisionLanguagePreset(
-        "ko-llava-13b", "etri-vilab/Ko-LLaVA-13b", "kollava", vision_repo_id="BAAI/AltCLIP-m9"),
+        "ko-llava-13b", "etri-vilab/Ko-LLaVA-13b", "kollava", vision_repo_id="BAAI/AltCLIP-m9"
+    ),
     "qwen2-vl-2b": VisionLanguagePreset(
-        "qwen2-vl-2b", "Qwen/Qwen2-VL-2B-Instruct", "native", video=True),
+        "qwen2-vl-2b", "Qwen/Qwen2-VL-2B-Instruct", "native", video=True
+    ),
     "tiny-kollava": VisionLanguagePreset(
-        "tiny-kollava", "koalatalk/tiny-ko-llava", "kollava",
-        vision_repo_id="koalatalk/tiny-altclip", max_new_tokens=16, tiny=True),
+        "tiny-kollava",
+        "koalatalk/tiny-ko-llava",
+        "kollava",
+        vision_repo_id="koalatalk/tiny-altclip",
+        max_new_tokens=16,
+        tiny=True,
+    ),
     "tiny-kollava-128": VisionLanguagePreset(
-        "tiny-kollava-128", "koalatalk/tiny-ko-llava-128", "kollava",
-        vision_repo_id="koalatalk/tiny-altclip", max_new_tokens=16, tiny=True),
+        "tiny-kollava-128",
+        "koalatalk/tiny-ko-llava-128",
+        "kollava",
+        vision_repo_id="koalatalk/tiny-altclip",
+        max_new_tokens=16,
+        tiny=True,
+    ),
     "tiny-native": VisionLanguagePreset(
-        "tiny-native", "koalatalk/tiny-llava-native", "native", video=False, max_new_tokens=16,
-        tiny=True),
+        "tiny-native",
+        "koalatalk/tiny-llava-native",
+        "native",
+        video=False,
+        max_new_tokens=16,
+        tiny=True,
+    ),
 }
 
 TRANSLATION: dict[str, TranslationPreset] = {
     "opus-mt-tc-big-ko-en": TranslationPreset(
-        "opus-mt-tc-big-ko-en", "Helsinki-NLP/opus-mt-tc-big-ko-en"),
+        "opus-mt-tc-big-ko-en", "Helsinki-NLP/opus-mt-tc-big-ko-en"
+    ),
     "opus-mt-ko-en": TranslationPreset("opus-mt-ko-en", "Helsinki-NLP/opus-mt-ko-en"),
     "tiny": TranslationPreset("tiny", "koalatalk/tiny-marian-ko-en", tiny=True),
 }

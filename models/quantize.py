@@ -49,12 +49,14 @@ def torchao_config(quant: str, device: str) -> Any:
         from torchao.quantization.granularity import PerGroup
     except ImportError as exc:
         raise QuantizationUnavailable(
-            f"KOALATALK_VLM_QUANT={quant} needs torchao (pip install torchao==0.18.0)") from exc
+            f"KOALATALK_VLM_QUANT={quant} needs torchao (pip install torchao==0.18.0)"
+        ) from exc
     if quant == "int8":
         return Int8WeightOnlyConfig()
     if quant == "int4" and device.startswith("cuda"):
-        return Int4WeightOnlyConfig(group_size=GPU_INT4_GROUP,
-                                    int4_packing_format="tile_packed_to_4d")
+        return Int4WeightOnlyConfig(
+            group_size=GPU_INT4_GROUP, int4_packing_format="tile_packed_to_4d"
+        )
     if quant == "int4":
         int4 = getattr(torch, "int4")  # noqa: B009 (absent from torch's type stubs)
         return IntxWeightOnlyConfig(weight_dtype=int4, granularity=PerGroup(CPU_INT4_GROUP))
@@ -86,8 +88,11 @@ def weight_bytes(model: nn.Module) -> int:
             total += p.numel() * p.element_size()
             continue
         names, _ = inner()
-        total += sum(getattr(p, n).numel() * getattr(p, n).element_size() for n in names
-                     if isinstance(getattr(p, n), torch.Tensor))
+        total += sum(
+            getattr(p, n).numel() * getattr(p, n).element_size()
+            for n in names
+            if isinstance(getattr(p, n), torch.Tensor)
+        )
     return total
 
 
@@ -100,8 +105,7 @@ def _blocks(model: nn.Module, is_vision: Callable[[str], bool]) -> list[nn.Modul
     return found
 
 
-def to_device_quantized(model: nn.Module, device: str, quant: str,
-                        dtype: torch.dtype) -> int:
+def to_device_quantized(model: nn.Module, device: str, quant: str, dtype: torch.dtype) -> int:
     """Move a CPU-built model to `device`, quantizing its language layers one at a time.
 
     Returns the number of quantized Linear layers. Layers whose width does not suit the group
@@ -127,8 +131,12 @@ def to_device_quantized(model: nn.Module, device: str, quant: str,
     # Everything of the language side that is not a layer (embedding, norms, lm_head) in the
     # dtype the layers run in.
     for name, param in model.named_parameters():
-        if not is_vision(name) and param.is_floating_point() and param.dtype != run_dtype and (
-                type(param).__module__.startswith("torch.nn")):
+        if (
+            not is_vision(name)
+            and param.is_floating_point()
+            and param.dtype != run_dtype
+            and (type(param).__module__.startswith("torch.nn"))
+        ):
             param.data = param.data.to(run_dtype)
     if device.startswith("cuda"):
         torch.cuda.empty_cache()

@@ -31,8 +31,14 @@ MEMORY_MODES = ("normal", "low", "offload")
 class TextToImage:
     """A resident KOALA pipeline: batched generation, redraws of a photo, CLIP token budget."""
 
-    def __init__(self, preset: TextToImagePreset, pipe: Any, device: str, load_seconds: float,
-                 memory: str = "normal"):
+    def __init__(
+        self,
+        preset: TextToImagePreset,
+        pipe: Any,
+        device: str,
+        load_seconds: float,
+        memory: str = "normal",
+    ):
         self.preset = preset
         self.pipe = pipe
         self.device = device
@@ -41,8 +47,9 @@ class TextToImage:
         self._img2img: Any = None
 
     @classmethod
-    def load(cls, preset: str, device: str = "auto", compile_unet: bool = False,
-             memory: str = "normal") -> TextToImage:
+    def load(
+        cls, preset: str, device: str = "auto", compile_unet: bool = False, memory: str = "normal"
+    ) -> TextToImage:
         """Load a preset's pipeline onto `device`; ModelUnavailable when its weights are absent.
 
         `memory` (KOALATALK_DRAW_MEMORY): `normal`; `low`, VAE tiling and slicing (and attention
@@ -321,8 +328,9 @@ def sdpa_saves_memory(device: str) -> bool:
 
     if not device.startswith("cuda"):
         return True
-    return bool(torch.backends.cuda.flash_sdp_enabled()
-                or torch.backends.cuda.mem_efficient_sdp_enabled())
+    return bool(
+        torch.backends.cuda.flash_sdp_enabled() or torch.backends.cuda.mem_efficient_sdp_enabled()
+    )
 
 
 def _check_batch(prompts: list[str], seeds: list[int], negative_prompts: list[str]) -> None:

@@ -146,16 +146,25 @@ def train_sentencepiece(pad_to: int | None = None) -> bytes:
 # are multiples of 32 and 128) and wide embeddings and output head (LM_HEAD_STD), so its next-token
 # choices are clear rather than near-ties: quantization tests compare greedy tokens with fp32's.
 TINY_KOLLAVA_SHAPES: dict[str, dict[str, Any]] = {
-    "koalatalk/tiny-ko-llava": {"hidden_size": 64, "intermediate_size": 128,
-                                "initializer_range": 0.02},
-    "koalatalk/tiny-ko-llava-128": {"hidden_size": 128, "intermediate_size": 256,
-                                    "initializer_range": 0.03},
+    "koalatalk/tiny-ko-llava": {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "initializer_range": 0.02,
+    },
+    "koalatalk/tiny-ko-llava-128": {
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "initializer_range": 0.03,
+    },
 }
 LM_HEAD_STD = {"koalatalk/tiny-ko-llava-128": 1.0}
 
 
-def build_tiny_kollava(folder: Path, mm_hidden_size: int = TINY_VISION["hidden_size"],
-                       repo_id: str = "koalatalk/tiny-ko-llava") -> Path:
+def build_tiny_kollava(
+    folder: Path,
+    mm_hidden_size: int = TINY_VISION["hidden_size"],
+    repo_id: str = "koalatalk/tiny-ko-llava",
+) -> Path:
     """Write a tiny Ko-LLaVA checkpoint in the layout of etri-vilab/Ko-LLaVA-13b."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -500,7 +509,8 @@ def ensure_tiny_vlm(preset_name: str) -> None:
         raise ValueError(f"preset '{preset_name}' is not a tiny preset")
     builders = {
         preset.repo_id: functools.partial(build_tiny_kollava, repo_id=preset.repo_id)
-        if preset.backend == "kollava" else build_tiny_native
+        if preset.backend == "kollava"
+        else build_tiny_native
     }
     if preset.vision_repo_id:
         builders[preset.vision_repo_id] = build_tiny_altclip

@@ -67,8 +67,9 @@ def neutralise_markup(text: str, markers: list[str]) -> str:
 class NativeVisionLanguage:
     """A transformers-native VLM (AutoModelForImageTextToText with its AutoProcessor)."""
 
-    def __init__(self, preset: VisionLanguagePreset, device: str = "auto",
-                 quant: str = "none") -> None:
+    def __init__(
+        self, preset: VisionLanguagePreset, device: str = "auto", quant: str = "none"
+    ) -> None:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -198,8 +199,9 @@ def suppressed_ids(processor: Any, generation_config: Any) -> list[int]:
     return sorted(banned - keep)
 
 
-def load_vision_language(preset: str, device: str = "auto",
-                         quant: str = "none") -> VisionLanguageModel:
+def load_vision_language(
+    preset: str, device: str = "auto", quant: str = "none"
+) -> VisionLanguageModel:
     """Load a vision-language preset by name; tiny presets are built into the cache first.
 
     `quant` (KOALATALK_VLM_QUANT) loads the language model quantized (models/quantize.py)."""

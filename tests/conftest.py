@@ -226,7 +226,10 @@ def stack(redis_databases: Databases, callback_server, messenger_apis, web_port)
         try:
             name = wait_ready(client, proc, log_path=log_path)
             yield {
-                "settings": settings, "worker": proc, "name": name, "log": log_path,
+                "settings": settings,
+                "worker": proc,
+                "name": name,
+                "log": log_path,
                 "redis": client,
             }
         finally:
@@ -253,6 +256,27 @@ def idle_stack(stack: dict[str, Any]) -> dict[str, Any]:
 
     assert wait_until(idle, timeout=120, step=0.1), "the shared worker did not become idle"
     return stack
+
+
+@pytest.fixture
+def service_time(stack: dict[str, Any]) -> Iterator[Callable[[float], None]]:
+    """Set the shared worker's recorded service time (what admission's estimate reads), as an
+    idle or a busy model would have measured it; the measured one is put back after. Tests that
+    expect a direct answer pin it low: under load the measured average may say `too slow`."""
+    from bot.core import admission, keys
+
+    r = stack["redis"]
+    field = admission.service_field("text2image", "tiny")
+    before = r.hget(keys.SERVICE_TIMES, field)
+
+    def set_to(seconds: float) -> None:
+        r.hset(keys.SERVICE_TIMES, field, str(seconds))
+
+    yield set_to
+    if before is None:
+        r.hdel(keys.SERVICE_TIMES, field)
+    else:
+        r.hset(keys.SERVICE_TIMES, field, before)
 
 
 @pytest.fixture

@@ -217,10 +217,12 @@ class ApiStandIn:
                     # As LINE answers: the id and quote token of each message sent.
                     messages = params.get("messages")
                     count = len(messages) if isinstance(messages, list) else 0
-                    answer = {"sentMessages": [
-                        {"id": str(uuid.uuid4().int)[:18], "quoteToken": uuid.uuid4().hex}
-                        for _ in range(count)
-                    ]}
+                    answer = {
+                        "sentMessages": [
+                            {"id": str(uuid.uuid4().int)[:18], "quoteToken": uuid.uuid4().hex}
+                            for _ in range(count)
+                        ]
+                    }
                 call.answer = answer
                 self._answer(200, answer)
 

@@ -122,8 +122,9 @@ def kakao_payload(
 KAKAO_BUDGET_S = 4.9  # Kakao waits 5 s for a skill's answer
 
 
-def post_kakao(client: Any, user: str, text: str, callback: str | None = None,
-               budget_s: float | None = None) -> dict[str, Any]:
+def post_kakao(
+    client: Any, user: str, text: str, callback: str | None = None, budget_s: float | None = None
+) -> dict[str, Any]:
     """POST a skill request through a Flask test client; the answer must be a 200 (within
     `budget_s` when given). Returns the Kakao body."""
     started = time.time()
@@ -480,12 +481,17 @@ class RedisServer:
     started again on the same port (tests/test_faults_redis.py)."""
 
     def __init__(
-        self, folder: Path, appendonly: bool = False, fsync_always: bool = False,
+        self,
+        folder: Path,
+        appendonly: bool = False,
+        fsync_always: bool = False,
         databases: int = 16,
     ) -> None:
         self.folder = folder
         self.options = {
-            "appendonly": appendonly, "fsync_always": fsync_always, "databases": databases
+            "appendonly": appendonly,
+            "fsync_always": fsync_always,
+            "databases": databases,
         }
         self.databases = databases
         self.port = 0

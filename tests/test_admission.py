@@ -121,8 +121,12 @@ def test_cancel_a_queued_job_and_drop_a_running_one(make_app: Any, slow: Any) ->
     # The running job finishes; its result must go nowhere.
     finished = FinishedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
     assert wait_until(lambda: running_job in finished.get_job_ids(), timeout=15)
-    assert RqJob.fetch(running_job, connection=r, serializer=JSONSerializer).return_value()[
-        "delivered"] == "dropped"
+    assert (
+        RqJob.fetch(running_job, connection=r, serializer=JSONSerializer).return_value()[
+            "delivered"
+        ]
+        == "dropped"
+    )
     assert r.llen(keys.kept("kakao", runner)) == 0
     assert r.llen(keys.kept("kakao", waiter)) == 0
     assert "취소할 요청이 없어요" in text_of(post_kakao(client, waiter, "취소"))
@@ -155,8 +159,15 @@ def test_admission_queues_in_the_same_transaction_and_a_refusal_leaves_no_job(
     queue = Queue("text2image", connection=r, serializer=JSONSerializer)
 
     def submit(request_id: str, prompt: str) -> Any:
-        event = Event(messenger="kakao", user=user, text=prompt, received_at=time.time(),
-                      request_id=request_id, callback_url=None, lang="ko")
+        event = Event(
+            messenger="kakao",
+            user=user,
+            text=prompt,
+            received_at=time.time(),
+            request_id=request_id,
+            callback_url=None,
+            lang="ko",
+        )
         return core.submit(event, Request(prompt=prompt, seed=3))
 
     # Redis forgot its scripts (a restart, SCRIPT FLUSH): admission sends the script's text
@@ -166,8 +177,11 @@ def test_admission_queues_in_the_same_transaction_and_a_refusal_leaves_no_job(
     assert submit(first, "한 번에 들어가는 그림").reply is not None  # the pull path's answer
     # queued once: in the queue, or already taken by the slow worker (rq's intermediate queue,
     # then its started registry)
-    where = [*queue.get_job_ids(), *(keys.as_text(x) for x in r.lrange(
-        queue.intermediate_queue_key, 0, -1)), *queue.started_job_registry.get_job_ids()]
+    where = [
+        *queue.get_job_ids(),
+        *(keys.as_text(x) for x in r.lrange(queue.intermediate_queue_key, 0, -1)),
+        *queue.started_job_registry.get_job_ids(),
+    ]
     assert r.exists(RqJob.key_for(first)) and where.count(first) == 1, where
     assert keys.as_text(r.get(keys.slot("kakao", user))) == first
     # A refused request (the user's slot is taken) leaves neither a job nor a queue entry.
@@ -183,15 +197,21 @@ def test_a_job_admitted_but_not_saved_is_taken_back_whole(make_app: Any, slow: A
     from bot.core.job import Request
 
     r = slow.redis
-    core = make_app(redis_url=slow.url, sync_wait_s=0.0, daily_quota=5).extensions[
-        "koalatalk"].core
+    core = make_app(redis_url=slow.url, sync_wait_s=0.0, daily_quota=5).extensions["koalatalk"].core
     user = new_user()
     request_id = "broken" + user[:20]
     # rq's HSET of the job fails inside the MULTI (the key holds a string), after the script
     # admitted and pushed it: the push, the slot and the quota are all given back.
     r.set(f"rq:job:{request_id}", "not a hash")
-    event = Event(messenger="kakao", user=user, text="저장되지 않는 그림", received_at=time.time(),
-                  request_id=request_id, callback_url=None, lang="ko")
+    event = Event(
+        messenger="kakao",
+        user=user,
+        text="저장되지 않는 그림",
+        received_at=time.time(),
+        request_id=request_id,
+        callback_url=None,
+        lang="ko",
+    )
     with pytest.raises(redis.ResponseError):
         core.submit(event, Request(prompt="저장되지 않는 그림", seed=3))
     assert request_id not in Queue("text2image", connection=r).get_job_ids()

@@ -66,8 +66,9 @@ def test_rq_enqueues_inside_the_callers_pipeline_only(redis_client: Any) -> None
     assert queue.get_job_ids() == [job_id] and r.exists(RqJob.key_for(job_id))
     front = uuid.uuid4().hex
     with r.pipeline(transaction=True) as pipe:
-        queue.enqueue_call("workers.tasks.draw", args=({},), job_id=front, pipeline=pipe,
-                           at_front=True)
+        queue.enqueue_call(
+            "workers.tasks.draw", args=({},), job_id=front, pipeline=pipe, at_front=True
+        )
         pipe.execute()
     assert queue.get_job_ids() == [front, job_id]
     r.delete(queue.key, RqJob.key_for(job_id), RqJob.key_for(front))
@@ -98,21 +99,38 @@ def test_a_refusal_takes_back_rqs_push_and_hash_at_either_end(redis_client: Any)
 
 def _saver(queue: Queue, job_id: str, at_front: bool) -> Any:
     def save(pipe: Any) -> None:
-        queue.enqueue_call("workers.tasks.draw", args=({},), job_id=job_id, pipeline=pipe,
-                           at_front=at_front)
+        queue.enqueue_call(
+            "workers.tasks.draw", args=({},), job_id=job_id, pipeline=pipe, at_front=at_front
+        )
 
     return save
 
 
 def _limits(at_front: bool = False) -> admission.Limits:
-    return admission.Limits(rate_window_s=60, rate_limit=100, daily_quota=0, dedupe_ttl_s=30,
-                            default_service_s=1.0, check_limits=not at_front, at_front=at_front)
+    return admission.Limits(
+        rate_window_s=60,
+        rate_limit=100,
+        daily_quota=0,
+        dedupe_ttl_s=30,
+        default_service_s=1.0,
+        check_limits=not at_front,
+        at_front=at_front,
+    )
 
 
 def _ticket(messenger: str, user: str, queue_key: str, save: Any) -> admission.Ticket:
     request_id = uuid.uuid4().hex
     return admission.Ticket(
-        messenger=messenger, user=user, text=f"contract {request_id}", request_id=request_id,
-        queue_key=queue_key, service_field="contract:tiny", workers=1, budget_s=60.0,
-        slot_ttl_s=60, quota_day=time.strftime("%Y%m%d", time.gmtime()),
-        job_key=RqJob.key_for(request_id), save_job=save)
+        messenger=messenger,
+        user=user,
+        text=f"contract {request_id}",
+        request_id=request_id,
+        queue_key=queue_key,
+        service_field="contract:tiny",
+        workers=1,
+        budget_s=60.0,
+        slot_ttl_s=60,
+        quota_day=time.strftime("%Y%m%d", time.gmtime()),
+        job_key=RqJob.key_for(request_id),
+        save_job=save,
+    )

@@ -143,7 +143,8 @@ def test_two_workers_share_the_queue_and_no_job_runs_twice(
 
 
 def test_jobs_a_dead_batching_worker_had_taken_are_taken_up_again(
-        make_app: Any, redis_client: Any, redis_url: str, tmp_path: Path) -> None:
+    make_app: Any, redis_client: Any, redis_url: str, tmp_path: Path
+) -> None:
     """gather() marks what it takes; the heartbeat rescue finds it in rq's intermediate queue."""
     from rq import Queue
 
@@ -156,20 +157,29 @@ def test_jobs_a_dead_batching_worker_had_taken_are_taken_up_again(
     from workers.runtime import Runtime
 
     url, r = redis_url, redis_client  # a database of this test's own
-    settings = Settings(mode="development", redis_url=url, max_batch=4, batch_wait_ms=0,
-                        log_json=False)
+    settings = Settings(
+        mode="development", redis_url=url, max_batch=4, batch_wait_ms=0, log_json=False
+    )
     # A worker that never heartbeats: exactly what a SIGKILLed one looks like from Redis.
-    rt = Runtime(name="gone-worker", settings=settings, redis=r,
-                 store=LocalImageStore(tmp_path / "media", 60),
-                 guard=guard_from_settings(settings), queues=["text2image"],
-                 sessions=Sessions(r, 60, 60))
+    rt = Runtime(
+        name="gone-worker",
+        settings=settings,
+        redis=r,
+        store=LocalImageStore(tmp_path / "media", 60),
+        guard=guard_from_settings(settings),
+        queues=["text2image"],
+        sessions=Sessions(r, 60, 60),
+    )
     core = make_app(redis_url=url, sync_wait_s=0.0).extensions["koalatalk"].core
     queue = Queue("text2image", connection=r, serializer=JSONSerializer)
     requests = [Request(prompt=f"batch item {n}", seed=n, language="en") for n in range(3)]
     users = [new_user() for _ in requests]
     # Admission needs a live worker on the queue: a real heartbeat from this process.
-    r.set(keys.heartbeat("alive"), json.dumps({"name": "alive", "queues": ["text2image"],
-                                               "loaded": True}), ex=60)
+    r.set(
+        keys.heartbeat("alive"),
+        json.dumps({"name": "alive", "queues": ["text2image"], "loaded": True}),
+        ex=60,
+    )
     r.sadd(keys.WORKERS, "alive")
     ids = submit_many(core, list(zip(users, requests, strict=True)))
     # As rq's dequeue does for the worker, and as BatchingWorker marks its first job:

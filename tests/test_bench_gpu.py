@@ -41,7 +41,9 @@ def test_replicas_have_the_published_sizes() -> None:
         one = CLIPTextModel(CLIPTextConfig(**gpu.config("sdxl.text_encoder.json")))
         two = CLIPTextModelWithProjection(CLIPTextConfig(**gpu.config("sdxl.text_encoder_2.json")))
         built["sdxl.text_encoder.json"], built["sdxl.text_encoder_2.json"] = (
-            gpu.count(one), gpu.count(two))
+            gpu.count(one),
+            gpu.count(two),
+        )
     assert built == counts
     assert gpu.config("koala.vae.json")["force_upcast"] is False
     assert gpu.config("sdxl-base.vae.json")["force_upcast"] is True
@@ -64,9 +66,17 @@ def test_cpu_smoke_runs_every_section(tmp_path: Path) -> None:
     out = tmp_path / "gpu.json"
     cuda = torch.cuda.is_available()  # without CUDA the bench falls back to the smoke by itself
     run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu.py"), *(["--cpu-smoke"] if cuda else []),
-         "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "gpu.py"),
+            *(["--cpu-smoke"] if cuda else []),
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     if not cuda:
@@ -91,8 +101,10 @@ def test_cpu_smoke_runs_every_section(tmp_path: Path) -> None:
     assert set(figures["compile"]) == {"compiled", "batch1", "batch8"}
     assert figures["compile"]["compiled"] is False  # _tune compiles on CUDA only
     assert set(figures["sdxl_over_koala"]) == {
-        f"{name}/batch{b}" for name in ("koala-lightning-700m", "koala-lightning-1b")
-        for b in (1, 8)}
+        f"{name}/batch{b}"
+        for name in ("koala-lightning-700m", "koala-lightning-1b")
+        for b in (1, 8)
+    }
     # The table prints every figure beside its target; the smoke does not judge them.
     assert "prompt -> direct reply" in run.stdout
     assert "<= 0.35 s | (smoke)" in run.stdout
@@ -101,8 +113,13 @@ def test_cpu_smoke_runs_every_section(tmp_path: Path) -> None:
 
 def test_missing_packages_are_reported_not_raised(tmp_path: Path) -> None:
     # A Python that finds neither torch nor diffusers: -S drops site-packages, -I the env.
-    run = subprocess.run([sys.executable, "-I", "-S", str(ROOT / "bench" / "gpu.py")],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-I", "-S", str(ROOT / "bench" / "gpu.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2
     assert "MISSING for bench/gpu.py: torch, diffusers" in run.stdout
     assert "Traceback" not in run.stderr
@@ -126,8 +143,20 @@ def test_kollava_replica_has_the_13b_shape_the_plan_counts() -> None:
 def test_memory_section_runs_alone_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "memory.json"
     run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--cpu-smoke", "--only", "memory",
-         "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            str(ROOT / "bench" / "gpu.py"),
+            "--cpu-smoke",
+            "--only",
+            "memory",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["problems"] == []

@@ -125,8 +125,9 @@ def test_a_body_over_the_cap_is_413_before_any_other_check(
 def test_a_body_at_the_cap_is_read_whole(served: int, chunked: bool) -> None:
     """At exactly the cap, a chunked body is read to its end (not cut) and checked as usual."""
     kakao = kakao_body(CAP)
-    status, answer = send(served, "/kakao/skill", kakao,
-                          {**JSON, "X-KoalaTalk-Secret": KAKAO_SECRET}, chunked)
+    status, answer = send(
+        served, "/kakao/skill", kakao, {**JSON, "X-KoalaTalk-Secret": KAKAO_SECRET}, chunked
+    )
     assert status == 200 and answer["version"] == "2.0", answer
     wrong = {**JSON, "X-KoalaTalk-Secret": "wrong"}
     status, _ = send(served, "/kakao/skill", kakao, wrong, chunked)

@@ -8,44 +8,25 @@ set it the way a busy or slow model would have, and restore it after.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from bot.core import admission, keys
+from bot.core import keys
 from tests.support import KAKAO_BUDGET_S, image_urls, new_user, post_kakao, text_of, wait_until
 
 WAIT_S = 3.0  # the webhook's wait for a direct answer in these tests (SYNC_WAIT_S)
 
 
-@pytest.fixture
-def estimate(stack: Any) -> Iterator[Any]:
-    """Set the tiny worker's recorded service time; the measured one is put back after."""
-    r = stack["redis"]
-    field = admission.service_field("text2image", "tiny")
-    before = r.hget(keys.SERVICE_TIMES, field)
-
-    def set_to(seconds: float) -> None:
-        r.hset(keys.SERVICE_TIMES, field, str(seconds))
-
-    yield set_to
-    if before is None:
-        r.hdel(keys.SERVICE_TIMES, field)
-    else:
-        r.hset(keys.SERVICE_TIMES, field, before)
-
-
 def test_a_job_that_cannot_be_ready_in_time_is_acknowledged_at_once(
-    make_app: Any, callback_server: Any, estimate: Any
+    make_app: Any, callback_server: Any, service_time: Any
 ) -> None:
     # What a deep queue looks like to admission: 20 s before this job is done.
-    estimate(20.0)
+    service_time(20.0)
     client = make_app(sync_wait_s=WAIT_S).test_client()
     token = "early" + new_user()
     started = time.time()
-    body = post_kakao(client, new_user(), "눈 덮인 산장", callback_server.url(token),
-                      budget_s=KAKAO_BUDGET_S)
+    body = post_kakao(
+        client, new_user(), "눈 덮인 산장", callback_server.url(token), budget_s=KAKAO_BUDGET_S
+    )
     acked_after = time.time() - started
     assert body["useCallback"] is True
     assert "20초" in body["data"]["text"], body["data"]["text"]  # the honest wait
@@ -60,9 +41,9 @@ def test_a_job_that_cannot_be_ready_in_time_is_acknowledged_at_once(
 
 
 def test_without_a_callback_the_user_gets_the_pull_answer_at_once(
-    make_app: Any, stack: Any, estimate: Any
+    make_app: Any, stack: Any, service_time: Any
 ) -> None:
-    estimate(20.0)
+    service_time(20.0)
     client = make_app(sync_wait_s=WAIT_S).test_client()
     user = new_user()
     started = time.time()
@@ -79,12 +60,13 @@ def test_without_a_callback_the_user_gets_the_pull_answer_at_once(
 
 
 def test_a_job_that_fits_is_still_answered_directly(
-    make_app: Any, callback_server: Any, estimate: Any
+    make_app: Any, callback_server: Any, service_time: Any
 ) -> None:
-    estimate(0.2)  # an idle worker
+    service_time(0.2)  # an idle worker
     client = make_app(sync_wait_s=4.0).test_client()
     token = "fits" + new_user()
-    body = post_kakao(client, new_user(), "해바라기 밭", callback_server.url(token),
-                      budget_s=KAKAO_BUDGET_S)
+    body = post_kakao(
+        client, new_user(), "해바라기 밭", callback_server.url(token), budget_s=KAKAO_BUDGET_S
+    )
     assert "useCallback" not in body and len(image_urls(body)) == 1
     assert callback_server.hits.get(token, 0) == 0

@@ -220,8 +220,11 @@ def test_a_stalled_redis_answers_within_kakaos_budget_and_the_picture_is_kept(
     assert wait_until(lambda: r.hget(worker_key, "state") == b"suspended", timeout=10)
     user = new_user()
     answers: list[tuple[Any, float]] = []
-    waiting = threading.Thread(target=lambda: answers.append(
-        timed_post(warm, "/kakao/skill", json=kakao_payload(user, "멈춘 서버의 그림"))))
+    waiting = threading.Thread(
+        target=lambda: answers.append(
+            timed_post(warm, "/kakao/skill", json=kakao_payload(user, "멈춘 서버의 그림"))
+        )
+    )
     waiting.start()
     # The webhook is waiting for the worker's hand-over (parked in its BLPOP).
     assert wait_until(lambda: blocked_in(r) == 1, timeout=5)
@@ -229,13 +232,14 @@ def test_a_stalled_redis_answers_within_kakaos_budget_and_the_picture_is_kept(
     os.kill(proc.pid, signal.SIGSTOP)
     try:
         stalled = app_for(outage, sync_wait_s=3.0).test_client()  # its first read stalls too
-        response, took = timed_post(stalled, "/kakao/skill",
-                                    json=kakao_payload(new_user(), "고양이"))
+        response, took = timed_post(
+            stalled, "/kakao/skill", json=kakao_payload(new_user(), "고양이")
+        )
         assert took < 2.0 and "잠시 쉬고 있어요" in text_of(response.get_json()), took
         waiting.join(KAKAO_LIMIT_S + 1)
     finally:
         os.kill(proc.pid, signal.SIGCONT)
-    (response, took), = answers
+    ((response, took),) = answers
     assert took < KAKAO_LIMIT_S and "잠시 쉬고 있어요" in text_of(response.get_json()), took
     # Redis is back: the worker draws the job; its webhook is gone, so a heartbeat keeps the
     # picture and the user's next message gets it.

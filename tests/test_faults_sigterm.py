@@ -33,8 +33,9 @@ EXIT_LIMIT_S = 10.0  # an idle worker exits within this long after SIGTERM
 OUTAGE_S = 3.0  # how long the worker has been meeting the outage when SIGTERM comes
 
 
-def idle_worker(settings: dict[str, str], folder: Path, label: str
-                ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], Path]:
+def idle_worker(
+    settings: dict[str, str], folder: Path, label: str
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], Path]:
     """A redis-server and a ready, idle worker on it; returns both processes and the log."""
     port = free_port()
     redis_proc = start_redis(folder / "redis", port)

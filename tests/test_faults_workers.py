@@ -122,9 +122,11 @@ def test_a_killed_workers_job_without_time_for_a_retry_is_apologised_for(
     # clean-up takes, once) is gone, and the apology's delivery is counted as done.
     failed = FailedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
     assert wait_until(
-        lambda: request_id in failed.get_job_ids()
-        and r.get(keys.running(request_id)) is None
-        and counter(r, "deliveries", "kakao", "callback") == delivered + 1,
+        lambda: (
+            request_id in failed.get_job_ids()
+            and r.get(keys.running(request_id)) is None
+            and counter(r, "deliveries", "kakao", "callback") == delivered + 1
+        ),
         timeout=10,
     )
     assert len([c for c in callback_server.calls if c.token == token]) == 1

@@ -113,9 +113,7 @@ def tg_post(client: Any, body: dict[str, Any]) -> Any:
 def to_message(api: ApiStandIn, method: str, chat: str, message_id: int) -> list[Any]:
     """Calls to the chat that reply to one message."""
     return [
-        c
-        for c in api.find("telegram", method, chat_id=chat)
-        if _reply_id(c.params) == message_id
+        c for c in api.find("telegram", method, chat_id=chat) if _reply_id(c.params) == message_id
     ]
 
 
@@ -231,8 +229,10 @@ def test_limits_and_the_slot_follow_the_person_not_the_group(
     done = FinishedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
 
     def mine() -> list[dict[str, Any]]:  # the job is recorded finished after it delivered
-        jobs = [RqJob.fetch(i, connection=r, serializer=JSONSerializer).args[0]
-                for i in done.get_job_ids()]
+        jobs = [
+            RqJob.fetch(i, connection=r, serializer=JSONSerializer).args[0]
+            for i in done.get_job_ids()
+        ]
         return [j for j in jobs if j["user"] == jun]
 
     assert wait_until(mine, timeout=20) and mine()[0]["chat"] == group
@@ -247,8 +247,14 @@ def test_the_photo_session_belongs_to_the_chat_and_forget_to_the_person(
     file_id = f"grp{group[-8:]}"
     messenger_apis.telegram_files[file_id] = jpeg()
     sizes = [{"file_id": file_id, "file_unique_id": "u", "width": 96, "height": 64}]
-    photo = tg_message(group, minji, None, photo=sizes, caption="@KoalaTalkBot",
-                       caption_entities=[{"type": "mention", "offset": 0, "length": 13}])
+    photo = tg_message(
+        group,
+        minji,
+        None,
+        photo=sizes,
+        caption="@KoalaTalkBot",
+        caption_entities=[{"type": "mention", "offset": 0, "length": 13}],
+    )
     tg_post(client, photo)
     got = to_message(messenger_apis, "sendMessage", group, photo["message"]["message_id"])
     assert got and got[-1].params["text"].startswith(say("photo_received"))
@@ -397,8 +403,11 @@ def test_a_slow_telegram_photo_is_handed_to_the_worker_by_file_id(
     assert held < BUDGET_S + 2.0, f"held {held:.1f}s, over the {BUDGET_S}s budget"
 
     def received() -> list[Any]:
-        return [c for c in messenger_apis.find("telegram", "sendMessage", chat_id=who)
-                if c.params["text"].startswith(say("photo_received"))]
+        return [
+            c
+            for c in messenger_apis.find("telegram", "sendMessage", chat_id=who)
+            if c.params["text"].startswith(say("photo_received"))
+        ]
 
     assert wait_until(received, timeout=40), "the worker fetched it and answered"
     assert stack["redis"].get(keys.photo_session("telegram", who)) is not None
@@ -459,11 +468,17 @@ def test_a_job_queued_before_the_group_fields_still_runs(stack: Any) -> None:
     assert (job.chat, job.reply_to_message, job.room) == ("", "", old["user"])
     r = stack["redis"]
     request_id, user = "old" + uuid.uuid4().hex, "fixture-" + uuid.uuid4().hex
-    payload = {**old, "request_id": request_id, "user": user, "deadline": time.time() + 120,
-               "received_at": time.time()}
+    payload = {
+        **old,
+        "request_id": request_id,
+        "user": user,
+        "deadline": time.time() + 120,
+        "received_at": time.time(),
+    }
     handover.webhook_claim(r, request_id, "pull")  # nobody waits: the result is kept
     Queue("text2image", connection=r, serializer=JSONSerializer).enqueue_call(
-        "workers.tasks.draw", args=(payload,), job_id=request_id, result_ttl=600)
+        "workers.tasks.draw", args=(payload,), job_id=request_id, result_ttl=600
+    )
     assert wait_until(lambda: r.llen(keys.kept("kakao", user)) == 1, timeout=40)
     kept = Reply.from_dict(json.loads(r.lindex(keys.kept("kakao", user), 0)))
     assert kept.kind == "result"

@@ -125,8 +125,12 @@ def test_a_direct_hand_over_nobody_took_is_kept_once(redis_client: Any) -> None:
     # or lost Redis mid-wait): once due, the result comes back exactly once, for keeping.
     job = rid()
     owner = ("kakao", "u-" + job[:8])
-    assert handover.worker_finish(redis_client, job, reply(6), owner=owner,
-                                  taken_by=time.time() + 60).how == "direct"
+    assert (
+        handover.worker_finish(
+            redis_client, job, reply(6), owner=owner, taken_by=time.time() + 60
+        ).how
+        == "direct"
+    )
     assert all(r[2] != reply(6) for r in handover.unanswered(redis_client, time.time())[0])
     due, looked = handover.unanswered(redis_client, time.time() + 61)
     assert ("kakao", owner[1], reply(6)) in due and looked >= 1
@@ -152,5 +156,6 @@ def test_a_direct_hand_over_the_webhook_took_is_not_kept(redis_client: Any) -> N
     assert handover.webhook_claim(redis_client, gap, "callback") == reply(8)
     found, _ = handover.unanswered(redis_client, time.time() + 1)
     assert not [f for f in found if f[2] in (reply(7), reply(8))], found
-    assert not redis_client.zrangebyscore(keys.HANDOVERS, "-inf", time.time() + 1), \
+    assert not redis_client.zrangebyscore(keys.HANDOVERS, "-inf", time.time() + 1), (
         "every due hand-over leaves the watch list, taken or not"
+    )

@@ -107,8 +107,11 @@ def test_table_is_large_and_well_formed() -> None:
 def test_table_covers_every_action_words_reach() -> None:
     """Every action of the typed set that words can reach appears, and only those appear."""
     rows = load_table()
-    used = {r.no_photo for r in rows} | {r.with_photo for r in rows} | {
-        r.either for r in rows if r.either}
+    used = (
+        {r.no_photo for r in rows}
+        | {r.with_photo for r in rows}
+        | {r.either for r in rows if r.either}
+    )
     names = {str(n) for n in ActionName}
     assert used - names == set(), "unknown action names in the table"
     assert names - WORDLESS - used == set(), "actions the table never expects"
@@ -116,11 +119,27 @@ def test_table_covers_every_action_words_reach() -> None:
 
 def test_issue_examples_are_in_the_table() -> None:
     texts = {row.text for row in load_table()}
-    for example in ("강아지가 피자 먹는 그림", "바다 위의 등대", "사용법 알려줘", "왜?", "고마워",
-                    "응", "👍", "ㅋㅋ", "@koala_bot 해바라기 밭", "고양이 그려줘",
-                    "어떻게 써?", "뭐 할 수 있어?", "기능", "명령어", "how does this work",
-                    "이 문장으로 그리기", "사진에 대해 묻기", "실제 사진처럼 생긴 호랑이",
-                    "벚꽃 일러스트"):
+    for example in (
+        "강아지가 피자 먹는 그림",
+        "바다 위의 등대",
+        "사용법 알려줘",
+        "왜?",
+        "고마워",
+        "응",
+        "👍",
+        "ㅋㅋ",
+        "@koala_bot 해바라기 밭",
+        "고양이 그려줘",
+        "어떻게 써?",
+        "뭐 할 수 있어?",
+        "기능",
+        "명령어",
+        "how does this work",
+        "이 문장으로 그리기",
+        "사진에 대해 묻기",
+        "실제 사진처럼 생긴 호랑이",
+        "벚꽃 일러스트",
+    ):
         assert example in texts, example
 
 

@@ -104,8 +104,9 @@ def _check(world: World, text: str, photo: bool) -> str | None:
     lang = detect_lang(text)
     offer = ""
     if action.other is not None:
-        offer = say("quick_draw_instead" if action.other == ActionName.DRAW
-                    else "quick_ask_instead", lang)
+        offer = say(
+            "quick_draw_instead" if action.other == ActionName.DRAW else "quick_ask_instead", lang
+        )
     if action.name in TASK:
         if len(jobs) != 1 or jobs[0]["task"] != TASK[action.name]:
             return f"{action.name}: queued {[j['task'] for j in jobs]}, answered {text_of(body)!r}"
@@ -169,8 +170,10 @@ def test_follow_up_window_boundary(world: Any) -> None:
     PHOTO_FOLLOWUP_S after the last photo or answer, a prompt after it (both sides)."""
     core, r = world.core, world.r
     window = core.settings.photo_followup_s
-    for age, task, offer in ((window - 5, "ask", "이 문장으로 그리기"),
-                             (window + 5, "draw", "사진에 대해 묻기")):
+    for age, task, offer in (
+        (window - 5, "ask", "이 문장으로 그리기"),
+        (window + 5, "draw", "사진에 대해 묻기"),
+    ):
         user = new_user()
         photo_id = core.photos.put(world.jpeg, "photo")
         session = core.conversations.start("kakao", user, (photo_id,), False)
@@ -210,14 +213,17 @@ def test_the_workers_answer_carries_the_other_reading(
     user = new_user()
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32), (10, 200, 90)).save(buffer, "JPEG")
-    session = core.conversations.start("kakao", user, (core.photos.put(buffer.getvalue(),
-                                                                       "photo"),), False)
+    session = core.conversations.start(
+        "kakao", user, (core.photos.put(buffer.getvalue(), "photo"),), False
+    )
     aged = dataclasses.replace(
-        session, last_at=session.last_at - core.settings.photo_followup_s - 1)
+        session, last_at=session.last_at - core.settings.photo_followup_s - 1
+    )
     stack["redis"].set(keys.photo_session("kakao", user), aged.to_json(), keepttl=True)
     token = "other" + new_user()
     response = app.test_client().post(
-        "/kakao/skill", json=kakao_payload(user, "해바라기 밭", callback_server.url(token)))
+        "/kakao/skill", json=kakao_payload(user, "해바라기 밭", callback_server.url(token))
+    )
     assert response.get_json()["useCallback"] is True
     calls = callback_server.wait_for(token, timeout=60)
     assert calls, "the picture never came"

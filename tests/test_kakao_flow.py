@@ -51,8 +51,10 @@ def fetch_jpeg(client: Any, url: str) -> bytes:
 
 
 def test_prompt_answered_directly_with_an_ai_marked_jpeg(
-    make_app: Any, stack: Any, callback_server: Any
+    make_app: Any, idle_stack: Any, callback_server: Any, service_time: Any
 ) -> None:
+    stack = idle_stack
+    service_time(0.3)  # an idle tiny model: admission expects the picture within the wait
     client = make_app(sync_wait_s=DIRECT_WAIT).test_client()
     token, user = "direct" + new_user(), new_user()
     body = post(client, user, "우주를 떠다니는 고양이", callback_server.url(token))
@@ -166,11 +168,18 @@ def test_job_past_its_deadline_is_not_run_and_user_is_told(make_app: Any, stack:
     # waiting in the queue; enqueue one that already has, as a backlog would leave it.
     r = stack["redis"]
     user, rid = new_user(), "late" + new_user()
-    job = Job(request_id=rid, messenger="kakao", user=user, deadline=time.time() - 1,
-              preset="tiny", request=Request(prompt="늦어버린 그림", seed=1))
+    job = Job(
+        request_id=rid,
+        messenger="kakao",
+        user=user,
+        deadline=time.time() - 1,
+        preset="tiny",
+        request=Request(prompt="늦어버린 그림", seed=1),
+    )
     assert slots.acquire(r, "kakao", user, rid, 60)
     Queue("text2image", connection=r, serializer=JSONSerializer).enqueue(
-        job.function, job.to_dict(), job_id=rid)
+        job.function, job.to_dict(), job_id=rid
+    )
     assert wait_until(lambda: r.llen(keys.kept("kakao", user)) == 1)
     assert r.get(keys.slot("kakao", user)) is None
     assert r.get(keys.result(rid)) is None, "an expired job must not be drawn"

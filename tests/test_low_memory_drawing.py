@@ -33,7 +33,8 @@ def decoder_calls(model: TextToImage) -> Iterator[list[tuple[int, ...]]]:
     """The latent shape of every call into the VAE decoder, as it runs."""
     shapes: list[tuple[int, ...]] = []
     hook = model.pipe.vae.decoder.register_forward_pre_hook(
-        lambda _module, args: shapes.append(tuple(args[0].shape)))
+        lambda _module, args: shapes.append(tuple(args[0].shape))
+    )
     try:
         yield shapes
     finally:
@@ -59,8 +60,10 @@ def test_low_memory_decodes_each_picture_in_tiles(normal: TextToImage, low: Text
 
 
 def test_attention_slicing_only_where_sdpa_cannot_save_memory(low: TextToImage) -> None:
-    flash, efficient = (torch.backends.cuda.flash_sdp_enabled(),
-                        torch.backends.cuda.mem_efficient_sdp_enabled())
+    flash, efficient = (
+        torch.backends.cuda.flash_sdp_enabled(),
+        torch.backends.cuda.mem_efficient_sdp_enabled(),
+    )
     assert sdpa_saves_memory("cpu")
     processors = {type(p).__name__ for p in low.pipe.unet.attn_processors.values()}
     assert processors == {"AttnProcessor2_0"}  # CPU: no slicing
@@ -96,7 +99,8 @@ def test_model_cpu_offload_keeps_only_the_running_part_on_the_gpu() -> None:
     assert model.pipe.unet.device.type == "cpu"  # parked until its call
     seen: dict[str, Any] = {}
     hook = model.pipe.unet.register_forward_pre_hook(
-        lambda module, _args: seen.setdefault("unet", next(module.parameters()).device.type))
+        lambda module, _args: seen.setdefault("unet", next(module.parameters()).device.type)
+    )
     try:
         image = model.generate(["a koala"], [1])[0]
     finally:

@@ -40,9 +40,15 @@ def prompt(model: KoLlava) -> tuple[torch.Tensor, torch.Tensor]:
 def greedy(model: KoLlava, n: int) -> list[int]:
     ids, embeds = prompt(model)
     with torch.inference_mode():
-        out = model.model.generate(inputs_embeds=embeds, attention_mask=torch.ones_like(ids),
-                                   max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                                   eos_token_id=None, pad_token_id=0)
+        out = model.model.generate(
+            inputs_embeds=embeds,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
     return list(out[0].tolist())
 
 
@@ -55,8 +61,10 @@ def test_int8_first_greedy_tokens_equal_fp32s(models: dict[str, Any]) -> None:
     assert len(reference) == 8
     assert greedy(models["int8"], 8) == reference
     # The glue is unchanged: same prompt ids, same stop rule, same answer.
-    answers = [m.answer([photo()], [], QUESTION, max_new_tokens=8) for m in
-               (models["none"], models["int8"])]
+    answers = [
+        m.answer([photo()], [], QUESTION, max_new_tokens=8)
+        for m in (models["none"], models["int8"])
+    ]
     assert answers[0] == answers[1]
 
 
@@ -69,7 +77,7 @@ def test_int4_agrees_with_fp32_on_teacher_forced_positions(models: dict[str, Any
         with torch.inference_mode():
             forced = models[q].model.get_input_embeddings()(continuation)
             logits = models[q].model(inputs_embeds=torch.cat([embeds, forced], 1)).logits[0]
-        choices[q] = logits[ids.shape[1] - 1: -1].argmax(-1)  # predictions for the 64 tokens
+        choices[q] = logits[ids.shape[1] - 1 : -1].argmax(-1)  # predictions for the 64 tokens
     assert choices["none"].shape == (64,)
     agreement = (choices["none"] == choices["int4"]).float().mean().item()
     assert agreement >= 0.9, agreement
@@ -98,8 +106,11 @@ def test_unknown_quantization_is_refused() -> None:
 
 def test_native_vlm_quantizes_its_language_layers_only() -> None:
     model = load_vision_language("tiny-native", "cpu", quant="int8")
-    names = [name for name, m in model.model.named_modules()  # type: ignore[attr-defined]
-             if isinstance(m, torch.nn.Linear) and quantize.is_quantized(m)]
+    names = [
+        name
+        for name, m in model.model.named_modules()  # type: ignore[attr-defined]
+        if isinstance(m, torch.nn.Linear) and quantize.is_quantized(m)
+    ]
     assert names and all("language_model" in name for name in names), names
     assert not any(part in name for name in names for part in quantize.VISION_PARTS)
     assert isinstance(model.answer([photo()], [], QUESTION, max_new_tokens=4), str)

@@ -93,8 +93,10 @@ def test_a_draw_job_saved_by_rq_2_12_runs_on_the_rq_3_worker(stack: dict[str, An
     assert job.get_status() == "finished", job.latest_result()
     assert job.worker_name == stack["name"]
     assert r.hget(f"rq:worker:{stack['name']}", "version") == rq.__version__.encode()
-    assert job_id in FinishedJobRegistry("text2image", connection=r,
-                                         serializer=JSONSerializer).get_job_ids()
+    assert (
+        job_id
+        in FinishedJobRegistry("text2image", connection=r, serializer=JSONSerializer).get_job_ids()
+    )
     result = job.return_value()
     assert result is not None
     assert result["status"] == "ok" and result["delivered"] in ("direct", "kept"), result
@@ -130,17 +132,21 @@ def test_rq_dashboard_starts_and_lists_the_queues(
 
     r = dashboard_redis
     url = r.connection_pool.connection_kwargs
-    monkeypatch.setenv("RQ_DASHBOARD_REDIS_URL",
-                       f"redis://{url['host']}:{url['port']}/{url.get('db', 0)}")
+    monkeypatch.setenv(
+        "RQ_DASHBOARD_REDIS_URL", f"redis://{url['host']}:{url['port']}/{url.get('db', 0)}"
+    )
     monkeypatch.setenv("RQ_DASHBOARD_URL_PREFIX", "")
     monkeypatch.setenv("RQ_DASHBOARD_JSON_SERIALIZER", "true")  # the Procfile's --json
     draw = Queue("text2image", connection=r, serializer=JSONSerializer)
-    queued = draw.enqueue_call("workers.tasks.draw", args=({"request_id": "dash"},),
-                               job_id="dash", description="draw dash")
+    queued = draw.enqueue_call(
+        "workers.tasks.draw", args=({"request_id": "dash"},), job_id="dash", description="draw dash"
+    )
     Queue("vision", connection=r, serializer=JSONSerializer).enqueue_call(
-        "workers.vision.ask", args=({"request_id": "dash-ask"},), job_id="dash-ask")
-    worker = ResidentWorker(["text2image"], connection=r, serializer=JSONSerializer,
-                            name="dashboard-test-worker")
+        "workers.vision.ask", args=({"request_id": "dash-ask"},), job_id="dash-ask"
+    )
+    worker = ResidentWorker(
+        ["text2image"], connection=r, serializer=JSONSerializer, name="dashboard-test-worker"
+    )
     worker.register_birth()
     try:
         client = create_app().test_client()

@@ -44,8 +44,9 @@ def test_redis_store_keeps_pictures_for_the_retention(redis_client: Any, redis_u
     assert 0 < redis_client.ttl(f"kt:media:{media_id}") <= 30
     assert store.get("../" + media_id) is None
     # The web serves it from Redis as well, so any host can answer for it.
-    app = create_app(Settings(mode="development", redis_url=redis_url, media_backend="redis",
-                              log_json=False))
+    app = create_app(
+        Settings(mode="development", redis_url=redis_url, media_backend="redis", log_json=False)
+    )
     response = app.test_client().get(f"/media/{media_id}.jpg")
     assert response.status_code == 200 and response.data == JPEG
     assert response.mimetype == "image/jpeg"
@@ -57,8 +58,12 @@ def s3_server() -> Any:
     port = free_port()
     env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true"}
     server = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -73,9 +78,17 @@ def s3_server() -> Any:
 
 
 def s3_settings(endpoint: str, **extra: Any) -> Settings:
-    return Settings(mode="development", media_backend="s3", s3_bucket="koalatalk-test",
-                    s3_endpoint_url=endpoint, s3_access_key="testing", s3_secret_key="testing",
-                    media_retention_s=600, log_json=False, **extra)
+    return Settings(
+        mode="development",
+        media_backend="s3",
+        s3_bucket="koalatalk-test",
+        s3_endpoint_url=endpoint,
+        s3_access_key="testing",
+        s3_secret_key="testing",
+        media_retention_s=600,
+        log_json=False,
+        **extra,
+    )
 
 
 def test_s3_store_presigned_and_public_urls(s3_server: str) -> None:

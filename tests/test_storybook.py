@@ -57,8 +57,9 @@ def test_each_prefix_is_a_storybook_of_its_kind(text: str, kind: str) -> None:
     assert story is not None and story.kind == kind
 
 
-@pytest.mark.parametrize("text", ["동화책을 읽는 고양이", "만화처럼 그린 강아지",
-                                  "a story about cats"])
+@pytest.mark.parametrize(
+    "text", ["동화책을 읽는 고양이", "만화처럼 그린 강아지", "a story about cats"]
+)
 def test_words_without_the_prefix_are_a_plain_drawing(text: str) -> None:
     assert intents.decide(text).name == ActionName.DRAW
 
@@ -92,7 +93,11 @@ def test_a_long_story_is_grouped_into_six_scenes_in_order() -> None:
 def test_a_single_sentence_is_one_scene_in_the_kinds_default_style() -> None:
     assert read("그림일기: 오늘 공원에 갔다").scenes == ("오늘 공원에 갔다",)
     assert {kind: read(f"{kind}: A cat. A dog.").style for kind in storybook.KINDS} == {
-        "storybook": "storybook", "diary": "crayon", "comic": "comic", "storyboard": "sketch"}
+        "storybook": "storybook",
+        "diary": "crayon",
+        "comic": "comic",
+        "storyboard": "sketch",
+    }
 
 
 def test_options_apply_to_the_whole_book_and_leave_the_scenes() -> None:
@@ -110,8 +115,10 @@ def test_options_apply_to_the_whole_book_and_leave_the_scenes() -> None:
 @pytest.mark.parametrize(
     ("english", "phrase"),
     [
-        ("A little girl in a yellow raincoat jumps in the puddle.", "A little girl in a yellow "
-                                                                    "raincoat"),
+        (
+            "A little girl in a yellow raincoat jumps in the puddle.",
+            "A little girl in a yellow raincoat",
+        ),
         ("The old fisherman walked to the sea", "The old fisherman"),
         ("A koala climbs a tall tree", "A koala"),
         ("A girl in red boots walks home", "A girl in red boots"),
@@ -151,15 +158,22 @@ def test_within_the_token_limit_the_scene_stays_whole_character_cut_before_style
 LONG = "노란 우비를 입은 여자아이가 웅덩이에서 신나게 뛰어놀아요. " * 3
 
 
-def book_reply(n: int, sentence: str = LONG,
-               link: str = "https://bot.example/media/all.jpg") -> Reply:
+def book_reply(
+    n: int, sentence: str = LONG, link: str = "https://bot.example/media/all.jpg"
+) -> Reply:
     cards = tuple(
-        Card(f"https://bot.example/media/s{i}.jpg", f"{sentence}{i}",
-             f"https://bot.example/media/s{i}.jpg")
+        Card(
+            f"https://bot.example/media/s{i}.jpg",
+            f"{sentence}{i}",
+            f"https://bot.example/media/s{i}.jpg",
+        )
         for i in range(n)
     )
-    return Reply((Cards(cards, link), Text("AI가 그린 동화 장면이에요.")),
-                 (quick("quick_redraw"),), kind="result")
+    return Reply(
+        (Cards(cards, link), Text("AI가 그린 동화 장면이에요.")),
+        (quick("quick_redraw"),),
+        kind="result",
+    )
 
 
 @pytest.mark.parametrize("n", [2, 4, 6, 12])
@@ -186,8 +200,10 @@ def test_kakao_one_card_alone_may_use_the_longer_description() -> None:
 
 
 def test_kakao_withheld_card_has_no_open_button() -> None:
-    cards = (Card("https://x/a.jpg", "a", "https://x/a.jpg"),
-             Card("https://x/grey.jpg", "b (가려짐)"))
+    cards = (
+        Card("https://x/a.jpg", "a", "https://x/a.jpg"),
+        Card("https://x/grey.jpg", "b (가려짐)"),
+    )
     items = kakao.carousel(Cards(cards))["carousel"]["items"]
     assert [len(i["buttons"]) for i in items] == [1, 0]
 
@@ -198,8 +214,9 @@ def test_telegram_sends_one_album_then_the_combined_picture_with_the_keyboard(n:
     assert [method for method, _ in calls] == ["sendMediaGroup", "sendPhoto"]
     media = calls[0][1]["media"]
     assert len(media) == n <= telegram.MAX_ALBUM
-    assert all(len(p.alt) <= telegram.MAX_CAPTION and p.alt.endswith(str(i))
-               for i, p in enumerate(media))
+    assert all(
+        len(p.alt) <= telegram.MAX_CAPTION and p.alt.endswith(str(i)) for i, p in enumerate(media)
+    )
     assert "reply_markup" not in calls[0][1]  # an album cannot carry a keyboard
     assert calls[1][1]["photo"].url.endswith("all.jpg")
     assert calls[1][1]["caption"] == "AI가 그린 동화 장면이에요."
@@ -274,15 +291,26 @@ def test_wrap_keeps_within_width_and_marks_a_cut() -> None:
 # --- Admission: quota and deadline --------------------------------------------------------------
 
 
-def _ticket(user: str, queue_key: str, pictures: int, budget_s: float = 60.0,
-            field: str = "book-test:tiny") -> admission.Ticket:
+def _ticket(
+    user: str, queue_key: str, pictures: int, budget_s: float = 60.0, field: str = "book-test:tiny"
+) -> admission.Ticket:
     request_id = uuid.uuid4().hex
     return admission.Ticket(
-        messenger="kakao", user=user, text=f"book {request_id}", request_id=request_id,
-        queue_key=queue_key, service_field=field, workers=1, budget_s=budget_s, slot_ttl_s=60,
-        quota_day="20260101", job_key=RqJob.key_for(request_id),
+        messenger="kakao",
+        user=user,
+        text=f"book {request_id}",
+        request_id=request_id,
+        queue_key=queue_key,
+        service_field=field,
+        workers=1,
+        budget_s=budget_s,
+        slot_ttl_s=60,
+        quota_day="20260101",
+        job_key=RqJob.key_for(request_id),
         save_job=lambda pipe: pipe.rpush(queue_key, request_id),  # as rq pushes the job
-        pictures=pictures, min_pictures=min(2, pictures))
+        pictures=pictures,
+        min_pictures=min(2, pictures),
+    )
 
 
 def fresh() -> str:
@@ -290,8 +318,9 @@ def fresh() -> str:
 
 
 def _limits(quota: int = 0) -> admission.Limits:
-    return admission.Limits(rate_window_s=60, rate_limit=0, daily_quota=quota, dedupe_ttl_s=1,
-                            default_service_s=1.0)
+    return admission.Limits(
+        rate_window_s=60, rate_limit=0, daily_quota=quota, dedupe_ttl_s=1, default_service_s=1.0
+    )
 
 
 def test_a_book_counts_its_pictures_against_the_quota_atomically(redis_client: Any) -> None:
@@ -304,7 +333,8 @@ def test_a_book_counts_its_pictures_against_the_quota_atomically(redis_client: A
     assert refused.status == admission.Status.QUOTA and int(r.get(quota)) == 4  # nothing counted
     r.delete(keys.slot("kakao", user))
     assert admission.admit(r, _ticket(user, "q:book", 2), _limits(quota=6)).status == (
-        admission.Status.ADMITTED)
+        admission.Status.ADMITTED
+    )
     assert int(r.get(quota)) == 6
     admission.refund(r, "kakao", user, "x", "20260101", pictures=4)
     assert int(r.get(quota)) == 2
@@ -329,13 +359,16 @@ def test_a_book_is_estimated_by_its_batch_size_shortened_or_refused(redis_client
 # --- End to end: one batched call, one message ---------------------------------------------------
 
 
-def test_a_blocked_sentence_refuses_the_whole_book_naming_it(make_app: Any,
-                                                            tmp_path: Path) -> None:
+def test_a_blocked_sentence_refuses_the_whole_book_naming_it(make_app: Any, tmp_path: Path) -> None:
     blocklist = tmp_path / "blocklist.txt"
     blocklist.write_text("폭탄\n", encoding="utf-8")
     client = make_app(blocklist_path=str(blocklist), sync_wait_s=0.0).test_client()
-    body = post_kakao(client, new_user(), "동화: 고양이가 놀아요. 폭탄이 터졌어요. 집에 갔어요.",
-                      budget_s=KAKAO_BUDGET_S)
+    body = post_kakao(
+        client,
+        new_user(),
+        "동화: 고양이가 놀아요. 폭탄이 터졌어요. 집에 갔어요.",
+        budget_s=KAKAO_BUDGET_S,
+    )
     assert "폭탄이 터졌어요" in text_of(body) and "carousel" not in str(body)
 
 
@@ -345,8 +378,10 @@ def test_a_four_scene_book_is_one_model_call_delivered_as_one_carousel(
     r = stack["redis"]
     client = make_app(sync_wait_s=0.0).test_client()
     user, token = new_user(), "book" + uuid.uuid4().hex[:8]
-    story = ("동화: 노란 우비를 입은 여자아이가 웅덩이에서 뛰어요. 개구리를 만났어요. "
-             "둘이 함께 집에 갔어요. 밤이 되었어요., 시드 77")
+    story = (
+        "동화: 노란 우비를 입은 여자아이가 웅덩이에서 뛰어요. 개구리를 만났어요. "
+        "둘이 함께 집에 갔어요. 밤이 되었어요., 시드 77"
+    )
     ack = post_kakao(client, user, story, callback_server.url(token), budget_s=KAKAO_BUDGET_S)
     assert ack.get("useCallback") is True, ack
     calls = callback_server.wait_for(token, timeout=90)
@@ -357,8 +392,10 @@ def test_a_four_scene_book_is_one_model_call_delivered_as_one_carousel(
     assert carousel["type"] == "basicCard" and len(carousel["items"]) == 4
     assert [i["description"] for i in carousel["items"]][1] == "개구리를 만났어요."
     assert "시드 77" in text_of(body)
+    # rq marks the job finished just after the task delivered it
+    assert wait_until(lambda: _finished_books(r, user), timeout=30)
     results = _finished_books(r, user)
-    assert results and results[-1]["model_calls"] == 1 and results[-1]["pictures"] == 4
+    assert results[-1]["model_calls"] == 1 and results[-1]["pictures"] == 4
     app_client = client
     for item in carousel["items"]:
         data = app_client.get(urlparse(item["thumbnail"]["imageUrl"]).path).data
@@ -370,8 +407,9 @@ def test_a_four_scene_book_is_one_model_call_delivered_as_one_carousel(
     # `다시 그리기` draws the whole book again, with a new seed.
     token2 = token + "r"
     assert wait_until(lambda: not r.exists(keys.slot("kakao", user)), timeout=10)
-    again = post_kakao(client, user, "다시 그리기", callback_server.url(token2),
-                       budget_s=KAKAO_BUDGET_S)
+    again = post_kakao(
+        client, user, "다시 그리기", callback_server.url(token2), budget_s=KAKAO_BUDGET_S
+    )
     assert again.get("useCallback") is True, again
     second = callback_server.wait_for(token2, timeout=90)[-1].body
     items = second["template"]["outputs"][0]["carousel"]["items"]
@@ -396,8 +434,9 @@ def test_the_job_schema_is_backward_compatible() -> None:
     old = Job("r", "kakao", "u", time.time() + 60, "tiny", Request(prompt="cat")).to_dict()
     del old["request"]["scenes"], old["request"]["book"]
     assert Job.from_dict(old).request.scenes == ()
-    book = Job("r", "kakao", "u", 0.0, "tiny", Request(scenes=("a", "b"), book="diary"),
-               task="storybook")
+    book = Job(
+        "r", "kakao", "u", 0.0, "tiny", Request(scenes=("a", "b"), book="diary"), task="storybook"
+    )
     again = Job.from_dict(book.to_dict())
     assert again == book and again.function == "workers.storybook.draw_book"
     assert dataclasses.asdict(again.request)["scenes"] == ("a", "b")
@@ -424,15 +463,22 @@ def test_the_playground_shows_a_book_as_a_carousel(
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch_persistent_context(
-                str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True,
+                str(tmp_path / "profile"),
+                executable_path=str(CHROMIUM),
+                headless=True,
                 args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
-                viewport={"width": 480, "height": 1100}, locale="ko-KR")
+                viewport={"width": 480, "height": 1100},
+                locale="ko-KR",
+            )
             try:
                 page = browser.new_page()
                 page.goto(stack["settings"]["public_url"] + "/playground")
                 expect(page.locator("body")).to_have_attribute("data-ready", "1", timeout=15000)
-                page.fill("#input", "동화: 노란 우비를 입은 여자아이가 웅덩이에서 뛰어요. "
-                                    "개구리를 만났어요. 둘이 함께 집에 갔어요. 밤이 되었어요.")
+                page.fill(
+                    "#input",
+                    "동화: 노란 우비를 입은 여자아이가 웅덩이에서 뛰어요. "
+                    "개구리를 만났어요. 둘이 함께 집에 갔어요. 밤이 되었어요.",
+                )
                 page.click("#send")
                 cards = page.locator(".carousel .bubble.card")
                 expect(cards).to_have_count(4, timeout=90000)
@@ -494,8 +540,9 @@ def test_line_gets_an_image_carousel_and_one_text(make_app: Any, messenger_apis:
     assert "comic of 2 pictures" in messages[1]["text"]
 
 
-def test_a_prompt_of_several_sentences_offers_a_storybook(make_app: Any,
-                                                         callback_server: Any) -> None:
+def test_a_prompt_of_several_sentences_offers_a_storybook(
+    make_app: Any, callback_server: Any
+) -> None:
     client = make_app(sync_wait_s=0.0).test_client()
     story = "고양이가 잠을 자요. 꿈속에서 하늘을 날아요."
     token = "offer" + uuid.uuid4().hex[:8]
@@ -522,8 +569,9 @@ def test_card_thumbnails_are_square_whole_and_at_most_1024_wide(size: tuple[int,
     assert middle == (10, 120, 30)  # the picture is there, centred, not cropped away
 
 
-def test_flagged_pictures_are_withheld_and_their_cards_say_so(redis_client: Any,
-                                                             tmp_path: Path) -> None:
+def test_flagged_pictures_are_withheld_and_their_cards_say_so(
+    redis_client: Any, tmp_path: Path
+) -> None:
     """In process, with the tiny model and a checker that flags every picture: each card is a
     grey placeholder without a link and says why; one model call drew all three scenes."""
     from bot.core.job import Job, Request
@@ -537,17 +585,45 @@ def test_flagged_pictures_are_withheld_and_their_cards_say_so(redis_client: Any,
     from workers.runtime import Runtime
     from workers.storybook import _book
 
-    settings = Settings.from_env({}, mode="development", safety_policy="block", preset="tiny",
-                                 max_batch=4, public_url="http://127.0.0.1:9")
-    rt = Runtime(name="in-process", settings=settings, redis=redis_client,
-                 store=LocalImageStore(tmp_path, 60), guard=guard_from_settings(settings),
-                 sessions=Sessions(redis_client, 60, 60), queues=[],
-                 models={"text2image": TextToImage.load("tiny", "cpu"),
-                         "safety": SafetyChecker.load(TINY_SAFETY_FLAG, device="cpu")})
+    settings = Settings.from_env(
+        {},
+        mode="development",
+        safety_policy="block",
+        preset="tiny",
+        max_batch=4,
+        public_url="http://127.0.0.1:9",
+    )
+    rt = Runtime(
+        name="in-process",
+        settings=settings,
+        redis=redis_client,
+        store=LocalImageStore(tmp_path, 60),
+        guard=guard_from_settings(settings),
+        sessions=Sessions(redis_client, 60, 60),
+        queues=[],
+        models={
+            "text2image": TextToImage.load("tiny", "cpu"),
+            "safety": SafetyChecker.load(TINY_SAFETY_FLAG, device="cpu"),
+        },
+    )
     scenes = ("A cat wakes up", "The cat eats fish", "The cat sleeps")
-    job = Job(uuid.uuid4().hex, "kakao", new_user(), time.time() + 60, "tiny",
-              Request(prompt=" ".join(scenes), seed=2**32 - 2, language="en", style="comic",
-                      book="comic", scenes=scenes), task="storybook", lang="en")
+    job = Job(
+        uuid.uuid4().hex,
+        "kakao",
+        new_user(),
+        time.time() + 60,
+        "tiny",
+        Request(
+            prompt=" ".join(scenes),
+            seed=2**32 - 2,
+            language="en",
+            style="comic",
+            book="comic",
+            scenes=scenes,
+        ),
+        task="storybook",
+        lang="en",
+    )
     before = redis_client.llen(keys.MODEL_CALLS)
     reply, result = _book(rt, job)
     assert result["model_calls"] == 1 and result["withheld"] == 3
@@ -565,12 +641,20 @@ def test_an_expired_book_offers_to_send_the_book_again() -> None:
     from workers.delivery import expired_reply
 
     scenes = ("고양이가 자요.", "꿈을 꿔요.")
-    job = Job("r", "kakao", "u", 0.0, "tiny", Request(prompt=" ".join(scenes), scenes=scenes,
-                                                      book="diary"), task="storybook")
+    job = Job(
+        "r",
+        "kakao",
+        "u",
+        0.0,
+        "tiny",
+        Request(prompt=" ".join(scenes), scenes=scenes, book="diary"),
+        task="storybook",
+    )
     message = expired_reply(job).quick_replies[0].message
     assert message == "그림일기: 고양이가 자요. 꿈을 꿔요."
     assert storybook.read(storybook.book_text(message) or storybook.BookText("", "")).scenes == (
-        scenes)
+        scenes
+    )
 
 
 def test_a_book_that_cannot_be_drawn_in_time_is_shortened_with_a_note(
@@ -587,8 +671,13 @@ def test_a_book_that_cannot_be_drawn_in_time_is_shortened_with_a_note(
         r.hset(keys.SERVICE_TIMES, field, 20.0)  # never measured books: 80 s, 60 s, 40 s
         for n in (2, 3, 4):
             r.hdel(keys.SERVICE_TIMES, admission.batch_field(field, n))
-        ack = post_kakao(client, user, "동화: 하나예요. 둘이에요. 셋이에요. 넷이에요.",
-                         callback_server.url(token), budget_s=KAKAO_BUDGET_S)
+        ack = post_kakao(
+            client,
+            user,
+            "동화: 하나예요. 둘이에요. 셋이에요. 넷이에요.",
+            callback_server.url(token),
+            budget_s=KAKAO_BUDGET_S,
+        )
         assert ack.get("useCallback") is True, ack
         body = callback_server.wait_for(token, timeout=90)[-1].body
         assert wait_until(lambda: not r.exists(keys.slot("kakao", user)), timeout=30)

@@ -94,9 +94,7 @@ def test_a_prompt_is_acknowledged_at_once_and_the_picture_uploaded_by_the_worker
     assert ["다시 그리기"] in [[button["text"] for button in row] for row in keyboard]
 
 
-def test_a_replayed_update_is_ignored(
-    client: Any, messenger_apis: ApiStandIn, stack: Any
-) -> None:
+def test_a_replayed_update_is_ignored(client: Any, messenger_apis: ApiStandIn, stack: Any) -> None:
     r = stack["redis"]
     chat = new_chat()
     body = update(chat, text="/help")

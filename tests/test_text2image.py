@@ -165,7 +165,11 @@ def test_tiny_tokenizers_are_clips(tiny: TextToImage) -> None:
         assert len(tokenizer) == 49408 and tokenizer.model_max_length == 77
         assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
         assert tokenizer.tokenize("A Koala, eating leaves") == [
-            "a</w>", "koala</w>", ",</w>", "eating</w>", "leaves</w>"
+            "a</w>",
+            "koala</w>",
+            ",</w>",
+            "eating</w>",
+            "leaves</w>",
         ]
     assert tiny.pipe.tokenizer_2.pad_token == "!"
     assert tiny.pipe.text_encoder.config.vocab_size == 49408

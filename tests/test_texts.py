@@ -25,8 +25,9 @@ def _help(lang: str) -> str:
 
 def _notice(lang: str) -> str:
     keep = max(SETTINGS.session_ttl_s, SETTINGS.media_retention_s)
-    return say("notice", lang, keep=duration(keep, lang),
-               photo_keep=duration(SETTINGS.photo_ttl_s, lang))
+    return say(
+        "notice", lang, keep=duration(keep, lang), photo_keep=duration(SETTINGS.photo_ttl_s, lang)
+    )
 
 
 @pytest.mark.parametrize("lang", ["ko", "en"])

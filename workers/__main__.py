@@ -51,8 +51,12 @@ def load_models(settings: Settings, queues: list[str]) -> tuple[dict[str, Any], 
         from models.text2image import TextToImage
 
         started = time.perf_counter()
-        model = TextToImage.load(settings.preset, settings.device,
-                                 compile_unet=settings.compile_unet, memory=settings.draw_memory)
+        model = TextToImage.load(
+            settings.preset,
+            settings.device,
+            compile_unet=settings.compile_unet,
+            memory=settings.draw_memory,
+        )
         model.warm_up()
         models["text2image"] = model
         seconds["text2image"] = round(time.perf_counter() - started, 3)
@@ -65,8 +69,7 @@ def load_models(settings: Settings, queues: list[str]) -> tuple[dict[str, Any], 
         from models.vision_language import load_vision_language
 
         started = time.perf_counter()
-        vlm = load_vision_language(settings.vlm_preset, settings.device,
-                                   quant=settings.vlm_quant)
+        vlm = load_vision_language(settings.vlm_preset, settings.device, quant=settings.vlm_quant)
         vlm.answer([Image.new("RGB", (64, 64), (128, 128, 128))], [], "?", max_new_tokens=1)
         models["vision"] = vlm
         seconds["vision"] = round(time.perf_counter() - started, 3)
@@ -95,10 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     # a few seconds is retried inside each command; rq retries a failed dequeue itself (at most
     # RECONNECT_MAX_S apart); when another step fails, rq's loop ends and `serve` waits for
     # Redis and starts a new one. Writes on the way out use a fail-fast client instead.
-    r = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2,
-                             socket_timeout=WORKER_TTL_S, socket_keepalive=True,
-                             health_check_interval=10,
-                             retry=Retry(ExponentialWithJitterBackoff(base=0.25, cap=2.0), 3))
+    r = redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=2,
+        socket_timeout=WORKER_TTL_S,
+        socket_keepalive=True,
+        health_check_interval=10,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.25, cap=2.0), 3),
+    )
     name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     rt = Runtime(
         name=name,
@@ -124,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"koalatalk worker: cannot start: {planned.refusal}", file=sys.stderr)
         return 4
     if planned.settings is not None and planned.settings is not settings:
-        log.warning("MAX_BATCH capped by the memory plan",
-                    extra={"max_batch": planned.settings.max_batch})
+        log.warning(
+            "MAX_BATCH capped by the memory plan", extra={"max_batch": planned.settings.max_batch}
+        )
         settings = rt.settings = planned.settings
     try:
         rt.models, rt.load_seconds = load_models(settings, rt.queues)
@@ -159,14 +167,24 @@ def serve(rt: Runtime, burst: bool = False, quick: redis.Redis | None = None) ->
     worker_class = BatchingWorker if rt.settings.max_batch > 1 else ResidentWorker
     catch_stop_signals(stop)  # until rq's loop installs its handlers, which set `stop` too
     while not stop.is_set():
-        worker = worker_class(rt.queues, connection=rt.redis, serializer=JSONSerializer,
-                              name=rt.name, worker_ttl=WORKER_TTL_S, quick=quick, stop=stop)
+        worker = worker_class(
+            rt.queues,
+            connection=rt.redis,
+            serializer=JSONSerializer,
+            name=rt.name,
+            worker_ttl=WORKER_TTL_S,
+            quick=quick,
+            stop=stop,
+        )
         try:
             # Round robin (the default): a worker serving both queues takes them in turn, so
             # a stream of drawings never starves photo questions, nor the reverse.
-            worker.work(burst=burst, logging_level=rt.settings.log_level.upper(),
-                        with_scheduler=False,
-                        dequeue_strategy=DequeueStrategy(rt.settings.dequeue))
+            worker.work(
+                burst=burst,
+                logging_level=rt.settings.log_level.upper(),
+                with_scheduler=False,
+                dequeue_strategy=DequeueStrategy(rt.settings.dequeue),
+            )
         except redis.RedisError as exc:  # rq's own tear-down, with Redis gone
             log.warning("rq worker stopped", extra={"error": type(exc).__name__})
         finally:

@@ -51,11 +51,19 @@ class Precomputed:
     share_s: float  # this job's share of the batch's model time
 
 
-def record_model_call(rt: Runtime, started: float, ended: float, size: int,
-                      gather_s: float = 0.0) -> None:
+def record_model_call(
+    rt: Runtime, started: float, ended: float, size: int, gather_s: float = 0.0
+) -> None:
     """Append one model call to the worker timeline (utilisation, bench/throughput's overhead)."""
-    entry = json.dumps({"worker": rt.name, "start": round(started, 6), "end": round(ended, 6),
-                        "size": size, "gather_s": round(gather_s, 6)})
+    entry = json.dumps(
+        {
+            "worker": rt.name,
+            "start": round(started, 6),
+            "end": round(ended, 6),
+            "size": size,
+            "gather_s": round(gather_s, 6),
+        }
+    )
     with rt.redis.pipeline(transaction=False) as pipe:
         pipe.lpush(keys.MODEL_CALLS, entry)
         pipe.ltrim(keys.MODEL_CALLS, 0, 4999)
@@ -99,8 +107,16 @@ def gather(rt: Runtime, queue: Queue, first: RqJob) -> list[RqJob]:
                 continue
             if time.time() > job.args[0].get("deadline", 0):
                 continue  # left for its own run, which tells the user
-            if rt.redis.eval(_TAKE, 3, queue.key, queue.intermediate_queue_key,
-                             keys.running(job.id), job.id, rt.name, running_ttl(rt)):
+            if rt.redis.eval(
+                _TAKE,
+                3,
+                queue.key,
+                queue.intermediate_queue_key,
+                keys.running(job.id),
+                job.id,
+                rt.name,
+                running_ttl(rt),
+            ):
                 taken.append(job)
         if len(taken) >= room or time.monotonic() >= until:
             return taken

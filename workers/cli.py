@@ -44,8 +44,9 @@ def generate(settings: Settings, args: argparse.Namespace) -> int:
 
     names = ["loading " + (args.preset or settings.preset), "drawing", "saving"]
     bar = _stages(names)
-    model = TextToImage.load(args.preset or settings.preset, args.device or settings.device,
-                             memory=settings.draw_memory)
+    model = TextToImage.load(
+        args.preset or settings.preset, args.device or settings.device, memory=settings.draw_memory
+    )
     _next(bar, names)
     seeds = [
         args.seed + i if args.seed is not None else secrets.randbelow(2**32)
@@ -106,8 +107,7 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
         print(f"cannot use {args.file}: {exc.key}: {exc}", file=sys.stderr)
         return 2
     _next(bar, names)
-    model = load_vision_language(preset, args.device or settings.device,
-                                 quant=settings.vlm_quant)
+    model = load_vision_language(preset, args.device or settings.device, quant=settings.vlm_quant)
     _next(bar, names)
     started = time.perf_counter()
     limit = min(settings.vlm_max_new_tokens, model.preset.max_new_tokens)
@@ -149,12 +149,22 @@ def plan(settings: Settings, args: argparse.Namespace) -> int:
     """Print the memory plan for the configured presets; 1 when it does not fit the GPU."""
     from workers import planning
 
-    settings = settings.with_(**{k: v for k, v in (("vlm_quant", args.vlm_quant),
-                                                   ("draw_memory", args.draw_memory),
-                                                   ("max_batch", args.max_batch)) if v})
+    settings = settings.with_(
+        **{
+            k: v
+            for k, v in (
+                ("vlm_quant", args.vlm_quant),
+                ("draw_memory", args.draw_memory),
+                ("max_batch", args.max_batch),
+            )
+            if v
+        }
+    )
     if planning.available(settings, args.gpu_memory or "") is None:
-        print("no GPU visible: give its size with --gpu-memory (e.g. 24GiB) to plan for one",
-              file=sys.stderr)
+        print(
+            "no GPU visible: give its size with --gpu-memory (e.g. 24GiB) to plan for one",
+            file=sys.stderr,
+        )
         return 2
     queues = args.queues or ["text2image", "vision"]
     if set(queues) - {"text2image", "vision"}:

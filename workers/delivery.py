@@ -23,9 +23,14 @@ HANDOVER_GRACE_S = 3.0
 def deliver(rt: Runtime, job: Job, reply: Reply) -> str:
     """Hand the reply to whoever may deliver it; returns how it went out."""
     wait_ends = max(job.received_at + rt.settings.sync_wait_s, time.time())
-    claim = handover.worker_finish(rt.redis, job.request_id, reply, rt.settings.record_ttl_s,
-                                   owner=(job.messenger, job.user),
-                                   taken_by=wait_ends + HANDOVER_GRACE_S)
+    claim = handover.worker_finish(
+        rt.redis,
+        job.request_id,
+        reply,
+        rt.settings.record_ttl_s,
+        owner=(job.messenger, job.user),
+        taken_by=wait_ends + HANDOVER_GRACE_S,
+    )
     if claim.how == "direct":
         log.info("delivered", extra={"how": "direct"})
         metrics.inc(rt.redis, "deliveries", messenger=job.messenger, how="direct")

@@ -30,9 +30,12 @@ PUBSUB_JOIN_S = 0.5  # rq's command listener is a daemon thread: never wait long
 
 def quick_client(url: str) -> redis.Redis:
     """A client that gives up after QUICK_TIMEOUT_S, without retries: for the last writes."""
-    return redis.Redis.from_url(url, socket_timeout=QUICK_TIMEOUT_S,
-                                socket_connect_timeout=QUICK_TIMEOUT_S,
-                                retry=Retry(NoBackoff(), 0))
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=QUICK_TIMEOUT_S,
+        socket_connect_timeout=QUICK_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 class ResidentWorker(SimpleWorker):
@@ -46,8 +49,13 @@ class ResidentWorker(SimpleWorker):
     # come back within a few seconds of Redis instead.
     max_connection_wait_time = RECONNECT_MAX_S
 
-    def __init__(self, *args: Any, quick: redis.Redis | None = None,
-                 stop: threading.Event | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        quick: redis.Redis | None = None,
+        stop: threading.Event | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.quick = quick if quick is not None else self.connection
         self.stop_event = stop if stop is not None else threading.Event()
@@ -69,8 +77,11 @@ class ResidentWorker(SimpleWorker):
     def set_shutdown_requested_date(self) -> None:
         """Recorded for rq's dashboards with one quick try: this runs in the signal handler."""
         try:
-            self.quick.hset(self.key, "shutdown_requested_date",
-                            utcformat(self._shutdown_requested_date or now()))
+            self.quick.hset(
+                self.key,
+                "shutdown_requested_date",
+                utcformat(self._shutdown_requested_date or now()),
+            )
         except redis.RedisError as exc:
             log.warning("shutdown date not recorded", extra={"error": type(exc).__name__})
 
@@ -84,8 +95,9 @@ class ResidentWorker(SimpleWorker):
         try:
             self.register_death()
         except redis.RedisError as exc:
-            log.warning("death not recorded: Redis unavailable",
-                        extra={"error": type(exc).__name__})
+            log.warning(
+                "death not recorded: Redis unavailable", extra={"error": type(exc).__name__}
+            )
         finally:
             self.connection = slow
             self.unsubscribe()

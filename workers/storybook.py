@@ -83,8 +83,9 @@ def prepare(rt: Runtime, job: Job) -> tuple[list[Scene], str, bool, str | None]:
     scenes: list[Scene] = []
     cut = False
     for i, (sentence, text) in enumerate(zip(request.scenes, english, strict=True)):
-        composed = storybook.compose(text, shared, style.prompt if style else "",
-                                     model.count_tokens, model.max_prompt_tokens)
+        composed = storybook.compose(
+            text, shared, style.prompt if style else "", model.count_tokens, model.max_prompt_tokens
+        )
         cut = cut or composed.character_cut or composed.style_cut
         scenes.append(Scene(sentence, composed.prompt, (request.seed + i) % SEED_SPACE))
     negatives = [negative, style.negative if style else model.preset.negative_prompt]
@@ -101,11 +102,17 @@ def draw(rt: Runtime, job: Job, scenes: list[Scene], negative: str) -> tuple[lis
     for start in range(0, len(scenes), size):
         chunk = scenes[start : start + size]
         wall = time.time()
-        images.extend(model.generate(
-            [s.prompt for s in chunk], [s.seed for s in chunk],
-            negative_prompts=[negative] * len(chunk), width=request.width,
-            height=request.height, steps=request.steps, guidance=request.guidance,
-        ))
+        images.extend(
+            model.generate(
+                [s.prompt for s in chunk],
+                [s.seed for s in chunk],
+                negative_prompts=[negative] * len(chunk),
+                width=request.width,
+                height=request.height,
+                steps=request.steps,
+                guidance=request.guidance,
+            )
+        )
         calls += 1
         record_model_call(rt, wall, time.time(), len(chunk))
     return images, calls
@@ -116,8 +123,11 @@ def _book(rt: Runtime, job: Job) -> tuple[Reply, dict[str, Any]]:
     started = time.perf_counter()
     scenes, negative, cut, blocked = prepare(rt, job)
     if blocked is not None:
-        reply = Reply((Text(say("book_blocked", lang, sentence=blocked[:60])),),
-                      (quick("quick_help", lang),), kind="error")
+        reply = Reply(
+            (Text(say("book_blocked", lang, sentence=blocked[:60])),),
+            (quick("quick_help", lang),),
+            kind="error",
+        )
         return reply, {"status": "refused"}
     model_started = time.perf_counter()
     images, calls = draw(rt, job, scenes, negative)
@@ -138,8 +148,9 @@ def _book(rt: Runtime, job: Job) -> tuple[Reply, dict[str, Any]]:
         url = picture_url(rt.settings, rt.store, rt.store.put(to_jpeg(screened.image)))
         thumb = url
         if screened.image.size[0] != screened.image.size[1] or screened.image.size[0] > THUMB:
-            thumb = picture_url(rt.settings, rt.store,
-                                rt.store.put(to_jpeg(square(screened.image))))
+            thumb = picture_url(
+                rt.settings, rt.store, rt.store.put(to_jpeg(square(screened.image)))
+            )
         cards.append(Card(thumb, scene.sentence, link=url, alt=say("alt_picture", lang)))
     combined_url = ""
     if any(image is not None for image in shown):
@@ -171,11 +182,17 @@ def _book(rt: Runtime, job: Job) -> tuple[Reply, dict[str, Any]]:
         kind="result",
     )
     field = admission.batch_field(admission.service_field(job.queue, job.preset), len(scenes))
-    log.info("book drawn", extra={"size": len(scenes), "model_calls": calls,
-                                  "model_s": round(model_s, 4)})
+    log.info(
+        "book drawn",
+        extra={"size": len(scenes), "model_calls": calls, "model_s": round(model_s, 4)},
+    )
     return reply, {
-        "status": "ok", "pictures": len(scenes), "model_calls": calls, "withheld": withheld,
-        "model_s": round(model_s, 4), "book_s": round(time.perf_counter() - started, 4),
+        "status": "ok",
+        "pictures": len(scenes),
+        "model_calls": calls,
+        "withheld": withheld,
+        "model_s": round(model_s, 4),
+        "book_s": round(time.perf_counter() - started, 4),
         "service_field": field,
     }
 
@@ -188,7 +205,8 @@ def square(image: Any, limit: int = THUMB) -> Any:
     side = min(limit, max(image.size))
     scale = side / max(image.size)
     fitted = image.convert("RGB").resize(
-        (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale))))
+        (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
+    )
     canvas = Image.new("RGB", (side, side), (255, 255, 255))
     canvas.paste(fitted, ((side - fitted.size[0]) // 2, (side - fitted.size[1]) // 2))
     return canvas
@@ -254,8 +272,9 @@ def combine(images: list[Any], sentences: list[str], lang: str = "ko") -> Any:
         sheet.paste(panel.resize((PANEL_WIDTH, panel_h)), (x, y))
         text = f"{i + 1}. {sentence}"
         for j, line in enumerate(wrap(text, font, PANEL_WIDTH, CAPTION_LINES)):
-            pen.text((x, y + panel_h + MARGIN // 2 + j * line_h), line, fill=(20, 20, 20),
-                     font=font)
+            pen.text(
+                (x, y + panel_h + MARGIN // 2 + j * line_h), line, fill=(20, 20, 20), font=font
+            )
     footer = FOOTER if lang != "en" else "Made by AI · KoalaTalk (KOALA)"
     pen.text((MARGIN, height - line_h), footer, fill=(110, 110, 110), font=small)
     return sheet

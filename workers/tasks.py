@@ -92,8 +92,9 @@ def _run(rt: Runtime, job: Job, work: Any) -> dict[str, Any]:
 def with_extra_quick(reply: Reply, job: Job) -> Reply:
     """The answer with the quick replies the web side asked it to carry first (`extra_quick` in
     the job's meta: the other reading of an ambiguous message, bot/core/service.py)."""
-    extra = tuple(QuickReply(str(label), str(message))
-                  for label, message in job.meta.get("extra_quick") or ())
+    extra = tuple(
+        QuickReply(str(label), str(message)) for label, message in job.meta.get("extra_quick") or ()
+    )
     if not extra:
         return reply
     rest = tuple(q for q in reply.quick_replies if q not in extra)
@@ -102,8 +103,14 @@ def with_extra_quick(reply: Reply, job: Job) -> Reply:
 
 def _refund(rt: Runtime, job: Job) -> None:
     """A job that never gave the user a result does not count against their limits."""
-    admission.refund(rt.redis, job.messenger, job.user, job.request_id,
-                     str(job.meta.get("quota_day", "")), int(job.meta.get("pictures", 1)))
+    admission.refund(
+        rt.redis,
+        job.messenger,
+        job.user,
+        job.request_id,
+        str(job.meta.get("quota_day", "")),
+        int(job.meta.get("pictures", 1)),
+    )
 
 
 def _draw(rt: Runtime, job: Job) -> tuple[Reply, dict[str, Any]]:

@@ -320,8 +320,9 @@ class _SavedBadly(Exception):
         self.error = error
 
 
-def refund(r: redis.Redis, messenger: str, user: str, request_id: str, day: str,
-           pictures: int = 1) -> None:
+def refund(
+    r: redis.Redis, messenger: str, user: str, request_id: str, day: str, pictures: int = 1
+) -> None:
     """Give back what an admitted job counted (a storybook: its pictures), when it is cancelled
     or never ran."""
     with r.pipeline() as pipe:

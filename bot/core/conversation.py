@@ -322,8 +322,9 @@ def error_reply(errors: tuple[PhotoError, ...], lang: str) -> Reply:
 def small_talk(event: Event, has_photo: bool) -> Reply:
     """Thanks, praise, laughter, `응`, emoji: a short friendly answer with the help quick
     replies."""
-    thanks = any(w in event.text.lower() for w in ("고마", "감사", "땡큐", "thank", "thx", "ㄱㅅ",
-                                                   "ㄳ"))
+    thanks = any(
+        w in event.text.lower() for w in ("고마", "감사", "땡큐", "thank", "thx", "ㄱㅅ", "ㄳ")
+    )
     key = "small_thanks" if thanks else "small_talk_photo" if has_photo else "small_talk"
     return Reply((Text(say(key, event.lang)),), help_quick_replies(event.lang))
 

@@ -47,8 +47,14 @@ class Drawing:
         self.canvas = (preset.width, preset.height) if preset else (1024, 1024)
         self._notices: dict[str, str] = {}
 
-    def plan(self, event: Event, action: Action, photo: str | None = None,
-             pin: bytes | None = None, defer_seed: bool = False) -> Planned:
+    def plan(
+        self,
+        event: Event,
+        action: Action,
+        photo: str | None = None,
+        pin: bytes | None = None,
+        defer_seed: bool = False,
+    ) -> Planned:
         """A request to queue, or a Reply, for a drawing action (actions.DRAWING) or a redraw;
         `photo` is the session's photo id, if any, and `pin` the seed `같은 시드로` kept (read by
         the caller with the user's other state). `defer_seed`: admission reads the pin."""
@@ -81,8 +87,9 @@ class Drawing:
 
     # --- one per action ----------------------------------------------------------------------
 
-    def _prompt(self, event: Event, text: str, pin: bytes | None,
-                defer_seed: bool = False) -> Planned:
+    def _prompt(
+        self, event: Event, text: str, pin: bytes | None, defer_seed: bool = False
+    ) -> Planned:
         lang = event.lang
         try:
             found = options.parse(text, self.settings.max_prompt_chars)
@@ -95,16 +102,18 @@ class Drawing:
         # Deferred: admission reads the pinned seed in its own round trip (Core.handle).
         pinned = DEFERRED_SEED if defer_seed else self._take_pin(event, pin)
         width, height = options.size_for(found.shape, *self.canvas)
-        return ToQueue(Request(
-            prompt=found.prompt,
-            negative_prompt=found.negative,
-            width=width,
-            height=height,
-            seed=found.seed if found.seed is not None else pinned,
-            language=lang,
-            style=found.style or "",
-            translate=found.translate,
-        ))
+        return ToQueue(
+            Request(
+                prompt=found.prompt,
+                negative_prompt=found.negative,
+                width=width,
+                height=height,
+                seed=found.seed if found.seed is not None else pinned,
+                language=lang,
+                style=found.style or "",
+                translate=found.translate,
+            )
+        )
 
     def _redraw(self, event: Event) -> Planned:
         """`다시 그리기`: the last request with a new seed."""
@@ -138,21 +147,29 @@ class Drawing:
             term = self.blocklist.match(scene)
             if term is not None:
                 log_refusal("blocklist", scene, self.settings.log_prompts, term=term)
-                return Reply((Text(say("book_blocked", lang, sentence=scene[:60])),),
-                             (quick("quick_help", lang),), kind="error")
+                return Reply(
+                    (Text(say("book_blocked", lang, sentence=scene[:60])),),
+                    (quick("quick_help", lang),),
+                    kind="error",
+                )
         found = book.found
         width, height = options.size_for(found.shape, *self.canvas)
         seed = found.seed if found.seed is not None else self._take_pin(event, pin)
         request = Request(
             prompt=" ".join(book.scenes) if len(book.scenes) > 1 else book.scenes[0],
-            negative_prompt=found.negative, width=width, height=height,
-            seed=seed, language=lang, style=book.style,
+            negative_prompt=found.negative,
+            width=width,
+            height=height,
+            seed=seed,
+            language=lang,
+            style=book.style,
             translate=found.translate,
         )
         if len(book.scenes) == 1:  # one sentence: one picture in the kind's style
             return ToQueue(request)
-        return ToQueue(dataclasses.replace(request, book=book.kind, scenes=book.scenes),
-                       task="storybook")
+        return ToQueue(
+            dataclasses.replace(request, book=book.kind, scenes=book.scenes), task="storybook"
+        )
 
     def _same_seed(self, event: Event) -> Reply:
         """`같은 시드로`: keep the last seed for the user's next prompt only."""
@@ -171,14 +188,16 @@ class Drawing:
         refused = self._refuse(event, restyle.prompt)
         if refused is not None:
             return refused
-        return ToQueue(Request(
-            prompt=restyle.prompt,
-            seed=self._take_pin(event, pin),
-            language=event.lang,
-            style=restyle.style or "",
-            source_image=photo,
-            strength=restyle.strength,
-        ))
+        return ToQueue(
+            Request(
+                prompt=restyle.prompt,
+                seed=self._take_pin(event, pin),
+                language=event.lang,
+                style=restyle.style or "",
+                source_image=photo,
+                strength=restyle.strength,
+            )
+        )
 
     # --- helpers -------------------------------------------------------------------------------
 

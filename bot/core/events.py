@@ -109,8 +109,13 @@ class Reply:
             if isinstance(part, Picture):
                 parts.append({"image": part.url, "alt": part.alt})
             elif isinstance(part, Cards):
-                parts.append({"cards": [vars(c) for c in part.cards], "link": part.link,
-                              "labels": [part.open_label, part.all_label]})
+                parts.append(
+                    {
+                        "cards": [vars(c) for c in part.cards],
+                        "link": part.link,
+                        "labels": [part.open_label, part.all_label],
+                    }
+                )
             else:
                 parts.append({"text": part.text})
         return {
@@ -128,13 +133,19 @@ class Reply:
                 parts.append(Picture(item["image"], item.get("alt", "")))
             elif "cards" in item:
                 cards = tuple(
-                    Card(str(c.get("url", "")), str(c.get("text", "")), str(c.get("link", "")),
-                         str(c.get("alt", "")))
-                    for c in item["cards"] if isinstance(c, dict)
+                    Card(
+                        str(c.get("url", "")),
+                        str(c.get("text", "")),
+                        str(c.get("link", "")),
+                        str(c.get("alt", "")),
+                    )
+                    for c in item["cards"]
+                    if isinstance(c, dict)
                 )
                 labels = item.get("labels") or ["크게 보기", "한 장으로 보기"]
-                parts.append(Cards(cards, str(item.get("link", "")), str(labels[0]),
-                                   str(labels[1])))
+                parts.append(
+                    Cards(cards, str(item.get("link", "")), str(labels[0]), str(labels[1]))
+                )
             else:
                 parts.append(Text(item.get("text", "")))
         quick = tuple(

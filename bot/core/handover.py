@@ -71,9 +71,14 @@ class Claim:
         return cls(how or "pull", float(stamp) if stamp else 0.0)
 
 
-def worker_finish(r: redis.Redis, request_id: str, reply: Reply,
-                  ttl_s: int = CLAIM_TTL_S, owner: tuple[str, str] | None = None,
-                  taken_by: float = 0.0) -> Claim:
+def worker_finish(
+    r: redis.Redis,
+    request_id: str,
+    reply: Reply,
+    ttl_s: int = CLAIM_TTL_S,
+    owner: tuple[str, str] | None = None,
+    taken_by: float = 0.0,
+) -> Claim:
     """Store the job's reply and claim its delivery; returns the claim that holds.
 
     `owner` (messenger, user) and `taken_by` (a time): when the worker wins `direct`, the
@@ -95,30 +100,44 @@ def worker_finish(r: redis.Redis, request_id: str, reply: Reply,
     return Claim.parse(raw)
 
 
-def unanswered(r: redis.Redis, now: float,
-               limit: int = UNANSWERED_BATCH) -> tuple[list[tuple[str, str, Reply]], int]:
+def unanswered(
+    r: redis.Redis, now: float, limit: int = UNANSWERED_BATCH
+) -> tuple[list[tuple[str, str, Reply]], int]:
     """Direct hand-overs due by `now` that no webhook took: (messenger, user, reply) each, and
     how many due ones were looked at (at most `limit`, in one round trip after the read).
 
     Each is returned once, whichever process asks first; a hand-over a webhook took is dropped.
     """
-    due = [m for m in r.zrangebyscore(keys.HANDOVERS, "-inf", f"{now:.3f}", start=0, num=limit)
-           if isinstance(m, bytes | str)]
+    due = [
+        m
+        for m in r.zrangebyscore(keys.HANDOVERS, "-inf", f"{now:.3f}", start=0, num=limit)
+        if isinstance(m, bytes | str)
+    ]
     if not due:
         return [], 0
     owners = [json.loads(member) for member in due]
     with r.pipeline(transaction=False) as pipe:
         for member, owner in zip(due, owners, strict=True):
-            pipe.eval(_UNANSWERED, 3, keys.HANDOVERS, keys.wake(owner["id"]),
-                      keys.result(owner["id"]), member)
+            pipe.eval(
+                _UNANSWERED,
+                3,
+                keys.HANDOVERS,
+                keys.wake(owner["id"]),
+                keys.result(owner["id"]),
+                member,
+            )
         results = pipe.execute()
-    found = [(owner["m"], owner["u"], _reply(raw))
-             for owner, raw in zip(owners, results, strict=True) if raw]
+    found = [
+        (owner["m"], owner["u"], _reply(raw))
+        for owner, raw in zip(owners, results, strict=True)
+        if raw
+    ]
     return found, len(due)
 
 
-def webhook_claim(r: redis.Redis | Pipeline, request_id: str, how: str,
-                  ttl_s: int = CLAIM_TTL_S) -> Any:
+def webhook_claim(
+    r: redis.Redis | Pipeline, request_id: str, how: str, ttl_s: int = CLAIM_TTL_S
+) -> Any:
     """Claim delivery for the slow path (`callback` or `pull`).
 
     On a client: None when the claim is ours (acknowledge now), or the finished reply when the
@@ -146,8 +165,14 @@ def claimed(result: Any) -> Reply | None:
     return None if won else _reply(raw)
 
 
-def webhook_wait(r: redis.Redis, request_id: str, budget_s: float, how: str,
-                 ttl_s: int = CLAIM_TTL_S, waiter: redis.Redis | None = None) -> Reply | None:
+def webhook_wait(
+    r: redis.Redis,
+    request_id: str,
+    budget_s: float,
+    how: str,
+    ttl_s: int = CLAIM_TTL_S,
+    waiter: redis.Redis | None = None,
+) -> Reply | None:
     """Wait up to budget_s for the worker's direct hand-over, then claim the slow path.
 
     Returns the reply to answer directly, or None when the slow path (`how`) is ours. `waiter`:

@@ -81,7 +81,7 @@ class Operations:
                 for queue in served:
                     counts[queue] = counts.get(queue, 0) + 1
                 for i, queue in enumerate(served):
-                    for other in served[i + 1:]:
+                    for other in served[i + 1 :]:
                         pair = frozenset((queue, other))
                         shared[pair] = shared.get(pair, 0) + 1
         self._workers = counts

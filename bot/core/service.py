@@ -187,7 +187,8 @@ class Core:
             return Action(ActionName.ADMIN, event.text)
         photo = state.photo
         followup = photo is not None and photo.in_followup(
-            event.received_at, self.settings.photo_followup_s)
+            event.received_at, self.settings.photo_followup_s
+        )
         return intents.decide(event.text, has_photo=photo is not None, followup=followup)
 
     def plan(self, event: Event, action: Action, state: UserState) -> Planned:
@@ -232,8 +233,10 @@ class Core:
         assert action.other is not None
         kept = json.dumps({"action": str(action.other), "text": action.text}, ensure_ascii=False)
         self.r.set(keys.other_reading(event.messenger, event.user), kept, ex=OTHER_READING_TTL_S)
-        label = say("quick_draw_instead" if action.other == ActionName.DRAW
-                    else "quick_ask_instead", event.lang)
+        label = say(
+            "quick_draw_instead" if action.other == ActionName.DRAW else "quick_ask_instead",
+            event.lang,
+        )
         offer = QuickReply(label, label)
         if isinstance(planned, Reply):
             rest = tuple(q for q in planned.quick_replies if q != offer)
@@ -342,7 +345,8 @@ class Core:
             chat=event.chat if event.in_group else "",
             reply_to_message=event.reply_to_message,
             meta={"extra_quick": [[q.label, q.message] for q in planned.quick_replies]}
-            if planned.quick_replies else {},
+            if planned.quick_replies
+            else {},
         )
         # When there is no time left to wait, or the job cannot be done before the wait ends,
         # the slow-path claim is taken with the enqueue, in the same transaction, so the worker
@@ -363,27 +367,43 @@ class Core:
         outcome = self.answer(event, reply, job) if claim_now else self.wait(event, job)
         return dataclasses.replace(admitted, outcome=outcome)
 
-    def _enqueue_unadmitted(self, event: Event, job: Job, operator: bool,
-                            claim_now: bool) -> Reply | None:
+    def _enqueue_unadmitted(
+        self, event: Event, job: Job, operator: bool, claim_now: bool
+    ) -> Reply | None:
         """Queue without admission (no slot, no limits); the claim with it when due."""
         with self.r.pipeline() as pipe:
             self._enqueue(pipe, job, at_front=operator)
             if claim_now:
-                handover.webhook_claim(pipe, event.request_id, _slow_path(event),
-                                       self.settings.record_ttl_s)
+                handover.webhook_claim(
+                    pipe, event.request_id, _slow_path(event), self.settings.record_ttl_s
+                )
             results = pipe.execute()
         return handover.claimed(results[-1]) if claim_now else None
 
     def _enqueue(self, pipe: redis.client.Pipeline, job: Job, at_front: bool) -> None:
         """rq's enqueue, into the caller's MULTI."""
         self.queue(job.queue).enqueue_call(
-            job.function, args=(job.to_dict(),), job_id=job.request_id,
-            timeout=self.settings.job_timeout_s, result_ttl=self.settings.record_ttl_s,
-            failure_ttl=86400, description=f"{job.task} {job.request_id}", pipeline=pipe,
-            at_front=at_front)
+            job.function,
+            args=(job.to_dict(),),
+            job_id=job.request_id,
+            timeout=self.settings.job_timeout_s,
+            result_ttl=self.settings.record_ttl_s,
+            failure_ttl=86400,
+            description=f"{job.task} {job.request_id}",
+            pipeline=pipe,
+            at_front=at_front,
+        )
 
-    def _admit(self, event: Event, job: Job, life: float, operator: bool, first_look: bool,
-               deferred: bool, wait_s: float) -> tuple[Admitted, Job]:
+    def _admit(
+        self,
+        event: Event,
+        job: Job,
+        life: float,
+        operator: bool,
+        first_look: bool,
+        deferred: bool,
+        wait_s: float,
+    ) -> tuple[Admitted, Job]:
         """Admission (bot/core/admission.py), which also queues the job.
 
         Returns Admitted with no outcome when the job is queued (or, on a first look, when the
@@ -399,13 +419,22 @@ class Core:
             lost = self._lost_job(event, slots.holder(self.r, event.messenger, event.user))
             return Admitted(lost or self._refuse(event, "no_worker", say("no_worker", lang))), job
         limits = admission.Limits(
-            rate_window_s=s.rate_window_s, rate_limit=s.rate_limit, daily_quota=s.daily_quota,
-            dedupe_ttl_s=s.dedupe_s, default_service_s=s.default_service_s,
-            check_limits=not operator, at_front=operator)
+            rate_window_s=s.rate_window_s,
+            rate_limit=s.rate_limit,
+            daily_quota=s.daily_quota,
+            dedupe_ttl_s=s.dedupe_s,
+            default_service_s=s.default_service_s,
+            check_limits=not operator,
+            at_front=operator,
+        )
         ticket = admission.Ticket(
-            messenger=event.messenger, user=event.user, text=event.text or job.task,
-            request_id=event.request_id, queue_key=self.queue(job.queue).key,
-            service_field=admission.service_field(job.queue, job.preset), workers=workers,
+            messenger=event.messenger,
+            user=event.user,
+            text=event.text or job.task,
+            request_id=event.request_id,
+            queue_key=self.queue(job.queue).key,
+            service_field=admission.service_field(job.queue, job.preset),
+            workers=workers,
             budget_s=event.received_at + life - time.time() - 1.0,
             slot_ttl_s=int(life + s.job_timeout_s + 60),
             quota_day=time.strftime("%Y%m%d", time.gmtime()),
@@ -413,21 +442,30 @@ class Core:
             save_job=lambda pipe: None,  # set for each attempt below: the job may be rewritten
             claim=handover.claim_record(event.request_id, _slow_path(event), s.record_ttl_s),
             claim_over_s=-1.0 if wait_s < 0.01 else wait_s + ESTIMATE_MARGIN_S,
-            first_look=first_look, seen_ttl_s=s.session_ttl_s, deferred_seed=deferred,
+            first_look=first_look,
+            seen_ttl_s=s.session_ttl_s,
+            deferred_seed=deferred,
             chat=event.room,
             pictures=len(job.request.scenes) or 1,
             min_pictures=min(storybook.MIN_SCENES, len(job.request.scenes)) or 1,
-            **self._shared_workers(job.queue))
+            **self._shared_workers(job.queue),
+        )
         job = dataclasses.replace(job, meta={**job.meta, "quota_day": ticket.quota_day})
         if job.request.scenes:
             job = dataclasses.replace(job, meta={**job.meta, "pictures": ticket.pictures})
         seen = Admitted()
         for _ in range(MAX_ADMISSION_TRIES):
             ticket = dataclasses.replace(
-                ticket, save_job=self._saver(job, operator),
-                prompt=(self.sessions.prompt_record(event.messenger, event.user,
-                                                    dict(vars(job.request)))
-                        if job.task in ("draw", "storybook") else None))
+                ticket,
+                save_job=self._saver(job, operator),
+                prompt=(
+                    self.sessions.prompt_record(
+                        event.messenger, event.user, dict(vars(job.request))
+                    )
+                    if job.task in ("draw", "storybook")
+                    else None
+                ),
+            )
             decision = admission.admit(self.r, ticket, limits)
             if ticket.first_look:  # admission read the user's state this once
                 seen = Admitted(state_read=True, first_contact=decision.first_contact)
@@ -435,8 +473,11 @@ class Core:
             if decision.pin is not None:  # the pin is for this prompt: deleted when admitted
                 ticket = dataclasses.replace(ticket, take_pin=True, deferred_seed=False)
             if decision.status == Status.ADMITTED:
-                meta = {**job.meta, "ahead": decision.ahead,
-                        "estimate_s": round(decision.estimate_s, 2)}
+                meta = {
+                    **job.meta,
+                    "ahead": decision.ahead,
+                    "estimate_s": round(decision.estimate_s, 2),
+                }
                 return dataclasses.replace(seen, claimed=decision.claimed), dataclasses.replace(
                     job, meta=meta
                 )
@@ -445,16 +486,18 @@ class Core:
             if decision.status == Status.PINNED and decision.pin is not None:
                 # The user kept a seed with `같은 시드로`: write the job again with it.
                 job = dataclasses.replace(
-                    job, request=dataclasses.replace(job.request, seed=decision.pin))
+                    job, request=dataclasses.replace(job.request, seed=decision.pin)
+                )
                 continue
             if decision.status == Status.SHORTER and decision.count < ticket.pictures:
                 # A storybook that fits its deadline with scenes dropped from its end.
                 scenes = job.request.scenes[: decision.count]
-                dropped = len(job.request.scenes) - decision.count + int(
-                    job.meta.get("dropped", 0))
+                dropped = len(job.request.scenes) - decision.count + int(job.meta.get("dropped", 0))
                 job = dataclasses.replace(
-                    job, request=dataclasses.replace(job.request, scenes=scenes),
-                    meta={**job.meta, "pictures": decision.count, "dropped": dropped})
+                    job,
+                    request=dataclasses.replace(job.request, scenes=scenes),
+                    meta={**job.meta, "pictures": decision.count, "dropped": dropped},
+                )
                 ticket = dataclasses.replace(ticket, pictures=decision.count)
                 continue
             if decision.status == Status.KEPT:
@@ -483,8 +526,11 @@ class Core:
             return {}
         s = self.settings
         preset = s.vlm_preset if other == VISION_LANGUAGE_QUEUE else s.preset
-        return {"other_queue_key": self.queue(other).key, "shared": shared,
-                "other_field": admission.service_field(other, preset)}
+        return {
+            "other_queue_key": self.queue(other).key,
+            "shared": shared,
+            "other_field": admission.service_field(other, preset),
+        }
 
     def _saver(self, job: Job, operator: bool) -> Callable[[redis.client.Pipeline], None]:
         """rq's enqueue of this job, for admission to run in its MULTI."""
@@ -502,15 +548,19 @@ class Core:
             ),
             Status.BLOCKED: say("user_blocked", lang),
         }
-        return self._refuse(event, decision.name, texts.get(decision.status, say("busy_slot",
-                                                                                  lang)))
+        return self._refuse(
+            event, decision.name, texts.get(decision.status, say("busy_slot", lang))
+        )
 
     def _lost_job(self, event: Event, holder: str | None) -> Outcome | None:
         """The job holding the user's slot lost its worker: retried (the user is still busy),
         else its answer or an apology now. None when it did not (or another process saw to it)."""
         owner = recovery.dead_owner(self.r, holder) if holder else None
-        lost = (recovery.recover(self.r, holder, owner, self.settings.default_service_s)
-                if holder and owner else None)
+        lost = (
+            recovery.recover(self.r, holder, owner, self.settings.default_service_s)
+            if holder and owner
+            else None
+        )
         if lost is None:
             return None
         if lost.how == recovery.RETRIED:
@@ -553,8 +603,14 @@ class Core:
     def wait(self, event: Event, job: Job) -> Outcome:
         """Wait for a direct answer until the budget ends, then take the slow path."""
         budget = event.received_at + self._sync_wait(event) - time.time()
-        reply = handover.webhook_wait(self.r, event.request_id, budget, _slow_path(event),
-                                      self.settings.record_ttl_s, waiter=self.waiter)
+        reply = handover.webhook_wait(
+            self.r,
+            event.request_id,
+            budget,
+            _slow_path(event),
+            self.settings.record_ttl_s,
+            waiter=self.waiter,
+        )
         return self.answer(event, reply, job)
 
     def answer(self, event: Event, reply: Reply | None, job: Job) -> Outcome:

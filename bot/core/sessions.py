@@ -19,8 +19,9 @@ class Sessions:
         self.session_ttl_s = session_ttl_s
         self.kept_ttl_s = kept_ttl_s
 
-    def prompt_record(self, messenger: str, user: str,
-                      request: dict[str, Any]) -> tuple[str, str, int]:
+    def prompt_record(
+        self, messenger: str, user: str, request: dict[str, Any]
+    ) -> tuple[str, str, int]:
         """The user's last drawing request for `다시 그리기`, as admission writes it when the
         job is admitted: key, JSON, TTL."""
         return keys.last_prompt(messenger, user), json.dumps(request), self.session_ttl_s

@@ -84,7 +84,8 @@ class Settings:
     s3_endpoint_url: str = _setting("", "S3-compatible endpoint (MinIO, R2, …); empty: AWS.")
     s3_region: str = _setting("us-east-1", "S3 region.")
     s3_public_base: str = _setting(
-        "", "Public base URL of the bucket (CDN); empty: presigned URLs.")
+        "", "Public base URL of the bucket (CDN); empty: presigned URLs."
+    )
     s3_access_key: str = _setting("", "S3 access key (empty: boto3's usual credential chain).")
     s3_secret_key: str = _setting("", "S3 secret key.")
     media_retention_s: int = _setting(86400, "Seconds a generated picture stays reachable.", int)
@@ -107,8 +108,10 @@ class Settings:
     kept_ttl_s: int = _setting(86400, "Seconds an undelivered result is kept for the user.", int)
     session_ttl_s: int = _setting(86400, "Seconds the last prompt and conversation are kept.", int)
     record_ttl_s: int = _setting(
-        3600, "Seconds a finished job's record, hand-over claim and stored answer stay in Redis.",
-        int)
+        3600,
+        "Seconds a finished job's record, hand-over claim and stored answer stay in Redis.",
+        int,
+    )
     job_timeout_s: int = _setting(120, "rq job_timeout for one job.", int)
     heartbeat_s: float = _setting(
         2.0, "Seconds between worker heartbeats (dead after 3 missed).", float
@@ -202,36 +205,52 @@ class Settings:
     clip_max_bytes: int = _setting(20_000_000, "Largest video clip file accepted.", int)
     clip_frames: int = _setting(8, "Frames sampled evenly from a clip.", int)
     compile_unet: bool = _setting(
-        False, "torch.compile the UNet on CUDA (warmed up at start; the first compile takes "
-        "minutes).", _bool)
+        False,
+        "torch.compile the UNet on CUDA (warmed up at start; the first compile takes minutes).",
+        _bool,
+    )
     rate_limit: int = _setting(
-        10, "Requests a user may queue per RATE_WINDOW_S (0: no limit).", int)
+        10, "Requests a user may queue per RATE_WINDOW_S (0: no limit).", int
+    )
     rate_window_s: float = _setting(60.0, "Sliding window of the per-user rate limit.", float)
     daily_quota: int = _setting(200, "Jobs per user per UTC day (0: no quota).", int)
     dedupe_s: int = _setting(10, "Identical requests from a user within this become one job.", int)
     default_service_s: float = _setting(
-        3.0, "Seconds per job assumed until workers have measured their own.", float)
+        3.0, "Seconds per job assumed until workers have measured their own.", float
+    )
     operators: tuple[str, ...] = _setting(
-        (), "User ids (`messenger:id` or bare id) with admin commands and queue priority.", _csv)
+        (), "User ids (`messenger:id` or bare id) with admin commands and queue priority.", _csv
+    )
     blocked_users: tuple[str, ...] = _setting(
-        (), "User ids (`messenger:id` or bare id) refused by configuration.", _csv)
+        (), "User ids (`messenger:id` or bare id) refused by configuration.", _csv
+    )
     maintenance: str = _setting(
-        "", "When set, new requests get this message and nothing is queued (queues drain).")
+        "", "When set, new requests get this message and nothing is queued (queues drain)."
+    )
     max_batch: int = _setting(4, "Largest text-to-image batch a worker runs in one call.", int)
     batch_wait_ms: float = _setting(
-        10.0, "Milliseconds a worker waits to fill a batch after its first job.", float)
+        10.0, "Milliseconds a worker waits to fill a batch after its first job.", float
+    )
     vlm_quant: str = _setting(
-        "none", "Load the VLM's language model quantized: `none` (fp16), `int8` or `int4` "
-        "(torchao weight-only; the vision tower and projector stay fp16).")
+        "none",
+        "Load the VLM's language model quantized: `none` (fp16), `int8` or `int4` "
+        "(torchao weight-only; the vision tower and projector stay fp16).",
+    )
     draw_memory: str = _setting(
-        "normal", "Drawing memory mode: `normal`, `low` (VAE tiling and slicing, attention "
-        "slicing), `offload` (low, plus model CPU offload: for 8 GB cards).")
+        "normal",
+        "Drawing memory mode: `normal`, `low` (VAE tiling and slicing, attention "
+        "slicing), `offload` (low, plus model CPU offload: for 8 GB cards).",
+    )
     gpu_memory: str = _setting(
-        "", "GPU memory the start-up memory plan assumes (`24GiB`, `8GB`); empty: the free "
-        "memory the GPU reports.")
+        "",
+        "GPU memory the start-up memory plan assumes (`24GiB`, `8GB`); empty: the free "
+        "memory the GPU reports.",
+    )
     dequeue: str = _setting(
-        "round_robin", "How a worker serving several queues picks the next job: "
-        "`round_robin` (fair, no queue starves), `random`, or `default` (strict order).")
+        "round_robin",
+        "How a worker serving several queues picks the next job: "
+        "`round_robin` (fair, no queue starves), `random`, or `default` (strict order).",
+    )
     debug_job_delay_s: float = _setting(
         0.0, "Development only: seconds a worker sleeps before each job (a test seam).", float
     )
@@ -369,9 +388,11 @@ class Settings:
             raise SettingsError(f"{PREFIX}MEDIA_BACKEND must be local, redis or s3.")
         if self.media_backend == "s3" and not self.s3_bucket:
             raise SettingsError(f"{PREFIX}S3_BUCKET is required with MEDIA_BACKEND=s3.")
-        for name, allowed in (("vlm_quant", ("none", "int8", "int4")),
-                              ("draw_memory", ("normal", "low", "offload")),
-                              ("dequeue", ("round_robin", "random", "default"))):
+        for name, allowed in (
+            ("vlm_quant", ("none", "int8", "int4")),
+            ("draw_memory", ("normal", "low", "offload")),
+            ("dequeue", ("round_robin", "random", "default")),
+        ):
             if getattr(self, name) not in allowed:
                 raise SettingsError(
                     f"{PREFIX}{name.upper()} must be {', '.join(allowed[:-1])} or {allowed[-1]}, "

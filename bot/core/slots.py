@@ -37,8 +37,9 @@ def admit(
     r: redis.Redis, messenger: str, user: str, request_id: str, ttl_s: int
 ) -> tuple[int, str]:
     """Kept results waiting, or the slot taken, or busy (with the holder), in one round trip."""
-    status, value = r.eval(_ADMIT, 2, keys.kept(messenger, user), keys.slot(messenger, user),
-                           request_id, max(1, ttl_s))
+    status, value = r.eval(
+        _ADMIT, 2, keys.kept(messenger, user), keys.slot(messenger, user), request_id, max(1, ttl_s)
+    )
     return int(status), keys.as_text(value) if isinstance(value, bytes | str) else ""
 
 

@@ -126,13 +126,17 @@ class S3ImageStore:
         credentials = {}
         if settings.s3_access_key:
             # Explicit keys: boto3 never falls back to the instance-metadata lookup.
-            credentials = {"aws_access_key_id": settings.s3_access_key,
-                           "aws_secret_access_key": settings.s3_secret_key}
+            credentials = {
+                "aws_access_key_id": settings.s3_access_key,
+                "aws_secret_access_key": settings.s3_secret_key,
+            }
         self.client = boto3.client(
-            "s3", endpoint_url=settings.s3_endpoint_url or None,
+            "s3",
+            endpoint_url=settings.s3_endpoint_url or None,
             region_name=settings.s3_region,
             config=Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2}),
-            **credentials)
+            **credentials,
+        )
 
     def _key(self, media_id: str) -> str:
         return f"{self.prefix}{media_id}.jpg"
@@ -142,9 +146,13 @@ class S3ImageStore:
 
         media_id = new_id()
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(media_id), Body=data,
-                                   ContentType="image/jpeg",
-                                   CacheControl=f"public, max-age={self.retention_s}")
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(media_id),
+                Body=data,
+                ContentType="image/jpeg",
+                CacheControl=f"public, max-age={self.retention_s}",
+            )
         except (BotoCoreError, ClientError) as exc:
             raise StoreError(f"cannot write to S3 bucket {self.bucket}: {exc}") from exc
         return media_id
@@ -166,18 +174,26 @@ class S3ImageStore:
         """A public URL under S3_PUBLIC_BASE, else a presigned GET valid for the retention."""
         if self.public_base:
             return f"{self.public_base}/{self._key(media_id)}"
-        return str(self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self._key(media_id)},
-            ExpiresIn=min(self.retention_s, 7 * 86400)))
+        return str(
+            self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self._key(media_id)},
+                ExpiresIn=min(self.retention_s, 7 * 86400),
+            )
+        )
 
     def purge(self) -> int:
         cutoff = time.time() - self.retention_s
         removed = 0
         pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix)
+            Bucket=self.bucket, Prefix=self.prefix
+        )
         for page in pages:
-            old = [{"Key": o["Key"]} for o in page.get("Contents", [])
-                   if o["LastModified"].timestamp() < cutoff]
+            old = [
+                {"Key": o["Key"]}
+                for o in page.get("Contents", [])
+                if o["LastModified"].timestamp() < cutoff
+            ]
             if old:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": old})
                 removed += len(old)
@@ -205,8 +221,9 @@ def purge_folder(folder: Path, older_than_s: float) -> int:
 def store_from_settings(settings: Settings, r: redis.Redis | None = None) -> ImageStore:
     """The configured image store (MEDIA_BACKEND: local, redis or s3)."""
     if settings.media_backend == "redis":
-        return RedisImageStore(r or redis.Redis.from_url(settings.redis_url),
-                               settings.media_retention_s)
+        return RedisImageStore(
+            r or redis.Redis.from_url(settings.redis_url), settings.media_retention_s
+        )
     if settings.media_backend == "s3":
         return S3ImageStore(settings)
     return LocalImageStore(settings.media_path, settings.media_retention_s)

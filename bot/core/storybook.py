@@ -89,8 +89,12 @@ class Book:
 
 def prefix_for(kind: str, lang: str) -> str:
     """The prefix that asks for a book of this kind: `동화:`, `story:`."""
-    names = {"storybook": ("동화", "story"), "diary": ("그림일기", "diary"),
-             "comic": ("만화", "comic"), "storyboard": ("스토리보드", "storyboard")}
+    names = {
+        "storybook": ("동화", "story"),
+        "diary": ("그림일기", "diary"),
+        "comic": ("만화", "comic"),
+        "storyboard": ("스토리보드", "storyboard"),
+    }
     ko, en = names.get(kind, names["storybook"])
     return f"{en if lang == 'en' else ko}:"
 
@@ -196,13 +200,17 @@ def character(first_scene_english: str) -> str:
     if not words or words[0].lower() not in _ARTICLE:
         return ""
     phrase: list[str] = []
-    for i, word in enumerate(words[:MAX_CHARACTER_WORDS + 1]):
+    for i, word in enumerate(words[: MAX_CHARACTER_WORDS + 1]):
         low = word.lower()
         if low in _STOP or (i >= 2 and len(low) > 4 and low.endswith(("ed", "ing"))):
             break
         # A present-tense verb right after the subject's noun: `A koala climbs`, not `in boots`.
-        if i >= 2 and _verb_s(low) and words[i - 1].lower() not in _DANGLING and not any(
-                w.lower() in _DANGLING - _ARTICLE for w in words[1:i]):
+        if (
+            i >= 2
+            and _verb_s(low)
+            and words[i - 1].lower() not in _DANGLING
+            and not any(w.lower() in _DANGLING - _ARTICLE for w in words[1:i])
+        ):
             break
         phrase.append(word)
     else:
@@ -226,8 +234,9 @@ class Composed:
     style_cut: bool = False
 
 
-def compose(scene: str, shared: str, style: str, count: Callable[[str], int],
-            limit: int) -> Composed:
+def compose(
+    scene: str, shared: str, style: str, count: Callable[[str], int], limit: int
+) -> Composed:
     """`scene, shared character, style` within `limit` CLIP tokens. The scene's own words stay
     whole: the character phrase is cut first (from its end), then the style words."""
 

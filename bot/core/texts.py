@@ -358,18 +358,16 @@ MESSAGES: dict[str, tuple[str, str]] = {
     # Storybooks (bot/core/storybook.py, workers/storybook.py)
     "book_empty": (
         "이야기를 두세 문장으로 보내 주세요. 예: 동화: 고양이가 산책을 나갔어요. 비가 왔어요.",
-        "Send your story in a few sentences, e.g. story: A cat goes for a walk. It starts to "
-        "rain.",
+        "Send your story in a few sentences, e.g. story: A cat goes for a walk. It starts to rain.",
     ),
     "book_blocked": (
-        "이 문장 때문에 그릴 수 없어요: \"{sentence}\" 다른 이야기로 보내 주세요.",
-        "I can't draw this sentence: \"{sentence}\" Please try another story.",
+        '이 문장 때문에 그릴 수 없어요: "{sentence}" 다른 이야기로 보내 주세요.',
+        'I can\'t draw this sentence: "{sentence}" Please try another story.',
     ),
     "book_quota": (
         "이 이야기는 그림 {n}장이에요. 오늘은 {left}장만 더 그릴 수 있어요. "
         "문장을 줄여 보내 주세요.",
-        "This story is {n} pictures; you can have {left} more today. Please send a shorter "
-        "story.",
+        "This story is {n} pictures; you can have {left} more today. Please send a shorter story.",
     ),
     "book_done": (
         "AI가 그린 {kind} {n}장이에요. 시드 {seed}",

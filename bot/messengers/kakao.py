@@ -216,11 +216,21 @@ def carousel(cards: Cards) -> dict[str, Any]:
     for card in cards.cards[:MAX_CARDS]:
         buttons: list[dict[str, Any]] = []
         if card.link:
-            buttons.append({"action": "webLink", "label": _clip(cards.open_label, MAX_BUTTON_LABEL),
-                            "webLinkUrl": card.link})
+            buttons.append(
+                {
+                    "action": "webLink",
+                    "label": _clip(cards.open_label, MAX_BUTTON_LABEL),
+                    "webLinkUrl": card.link,
+                }
+            )
         if cards.link:
-            buttons.append({"action": "webLink", "label": _clip(cards.all_label, MAX_BUTTON_LABEL),
-                            "webLinkUrl": cards.link})
+            buttons.append(
+                {
+                    "action": "webLink",
+                    "label": _clip(cards.all_label, MAX_BUTTON_LABEL),
+                    "webLinkUrl": cards.link,
+                }
+            )
         item: dict[str, Any] = {"description": _clip(card.text, limit), "buttons": buttons}
         if card.url:
             item["thumbnail"] = {"imageUrl": card.url, "fixedRatio": True}

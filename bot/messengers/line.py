@@ -246,16 +246,21 @@ def image_carousel(cards: Cards) -> dict[str, Any]:
     columns = [
         {
             "imageUrl": card.url,
-            "action": {"type": "uri", "label": _clip(f"{i}. {cards.open_label}",
-                                                     MAX_COLUMN_LABEL),
-                       "uri": card.link or card.url},
+            "action": {
+                "type": "uri",
+                "label": _clip(f"{i}. {cards.open_label}", MAX_COLUMN_LABEL),
+                "uri": card.link or card.url,
+            },
         }
         for i, card in enumerate(cards.cards[:MAX_COLUMNS], start=1)
         if card.url
     ]
     alt = " / ".join(card.text for card in cards.cards)
-    return {"type": "template", "altText": _clip(alt, MAX_ALT_TEXT),
-            "template": {"type": "image_carousel", "columns": columns}}
+    return {
+        "type": "template",
+        "altText": _clip(alt, MAX_ALT_TEXT),
+        "template": {"type": "image_carousel", "columns": columns},
+    }
 
 
 class LineApi:
@@ -313,7 +318,11 @@ class LineApi:
             raise PhotoError("photo_unreachable", "no time left", retryable=True)
         try:
             response = self.guard.request(
-                "GET", url, "line", headers=self._headers(), max_bytes=max_bytes,
+                "GET",
+                url,
+                "line",
+                headers=self._headers(),
+                max_bytes=max_bytes,
                 timeout_s=timeout_s,
             )
         except UrlRefused as exc:

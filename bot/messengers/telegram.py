@@ -205,9 +205,7 @@ def _person(message: dict[str, Any], chat_id: int | str) -> str:
     return str(chat_id)
 
 
-def parse(
-    body: bytes, received_at: float, request_id: str, groups: Groups = Groups()
-) -> Update:
+def parse(body: bytes, received_at: float, request_id: str, groups: Groups = Groups()) -> Update:
     """Parse a webhook update; NotAMessengerRequest when it is not one.
 
     The event's `user` is the person (`from.id`) and its `chat` the chat: in a group its members
@@ -267,8 +265,11 @@ def _keyboard(reply: Reply, selective: bool = False) -> dict[str, Any] | None:
     if not reply.quick_replies:
         return None
     rows = [[{"text": q.message[:MAX_BUTTON]}] for q in reply.quick_replies[:10]]
-    keyboard: dict[str, Any] = {"keyboard": rows, "one_time_keyboard": True,
-                                "resize_keyboard": True}
+    keyboard: dict[str, Any] = {
+        "keyboard": rows,
+        "one_time_keyboard": True,
+        "resize_keyboard": True,
+    }
     if selective:
         keyboard["selective"] = True
     return keyboard
@@ -291,8 +292,16 @@ def render(reply: Reply, reply_to_message: str = "") -> list[tuple[str, dict[str
             # picture, the text after it and the quick replies follow as a second message.
             shown = [c for c in part.cards if c.url][:MAX_ALBUM]
             if len(shown) >= 2:
-                calls.append(("sendMediaGroup", {"media": [  # the full pictures, not thumbnails
-                    Picture(c.link or c.url, c.text[:MAX_CAPTION]) for c in shown]}))
+                calls.append(
+                    (
+                        "sendMediaGroup",
+                        {
+                            "media": [  # the full pictures, not thumbnails
+                                Picture(c.link or c.url, c.text[:MAX_CAPTION]) for c in shown
+                            ]
+                        },
+                    )
+                )
             else:
                 parts[:0] = [Picture(c.url, c.alt) for c in shown] + [Text(c.text) for c in shown]
             if part.link:
@@ -353,8 +362,9 @@ class BotApi:
         body, content_type = encode_multipart_formdata(fields)
         return self._send(method, body, content_type)
 
-    def upload_album(self, params: dict[str, Any], media: list[dict[str, Any]],
-                     files: dict[str, bytes]) -> Any:
+    def upload_album(
+        self, params: dict[str, Any], media: list[dict[str, Any]], files: dict[str, bytes]
+    ) -> Any:
         """sendMediaGroup with some photos attached as `attach://name` (multipart)."""
         fields: dict[str, Any] = {
             k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
@@ -413,7 +423,9 @@ class BotApi:
             raise PhotoError("photo_too_big", f"{size} bytes")
         try:
             return self.guard.get(
-                f"{self.base}/file/bot{self.token}/{path}", "telegram", max_bytes=max_bytes,
+                f"{self.base}/file/bot{self.token}/{path}",
+                "telegram",
+                max_bytes=max_bytes,
                 timeout_s=_left(deadline),
             ).body
         except UrlRefused as exc:
@@ -436,7 +448,11 @@ def _left(deadline: float | None) -> float | None:
 
 
 def send(
-    api: BotApi, settings: Settings, store: Any, chat_id: str, reply: Reply,
+    api: BotApi,
+    settings: Settings,
+    store: Any,
+    chat_id: str,
+    reply: Reply,
     reply_to_message: str = "",
 ) -> str:
     """Send a reply to a chat (in a group, as a reply to the asker's message `reply_to_message`);
