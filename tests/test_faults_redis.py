@@ -7,6 +7,7 @@ file, which stops writes even for root.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 from rq.suspension import resume, suspend
 
-from bot.core import keys
+from bot.core import admission, keys
 from bot.core.settings import Settings
 from bot.messengers.line import signature
 from bot.web.app import create_app
@@ -64,6 +65,14 @@ def outage(
     r = redis.Redis.from_url(url, socket_timeout=5, retry=Retry(NoBackoff(), 2))
     try:
         name = wait_ready(r, worker, log_path=log_path)
+        # One job first, so the tests below time a warm worker, not its first translation and
+        # drawing (seconds on a loaded 2-core machine): the store is unwritable, so it fails.
+        user = new_user()
+        env = {f"KOALATALK_{k.upper()}": v for k, v in settings.items()}
+        primer = create_app(Settings.from_env(env, sync_wait_s=0.0)).test_client()
+        primer.post("/kakao/skill", json=kakao_payload(user, "처음 한 장"))
+        assert wait_until(lambda: r.exists(keys.kept("kakao", user)), timeout=60)
+        r.delete(keys.kept("kakao", user))
         state.update(
             url=url,
             folder=folder,
@@ -92,7 +101,15 @@ def loop_ends(outage: dict[str, Any]) -> int:
 
 def app_for(outage: dict[str, Any], **overrides: Any) -> Any:
     env = {f"KOALATALK_{k.upper()}": v for k, v in outage["settings"].items()}
-    return create_app(Settings.from_env(env, **overrides))
+    settings = Settings.from_env(env, **overrides)
+    # These tests wait for direct answers: the service time admission reads is pinned to an idle
+    # tiny model's, as the worker's own average on a loaded machine could say `not in time`
+    # and acknowledge at once (tests/test_early_ack.py covers that).
+    with contextlib.suppress(redis.RedisError):
+        r = redis.Redis.from_url(settings.redis_url, socket_timeout=1)
+        r.hset(keys.SERVICE_TIMES, admission.service_field("text2image", "tiny"), "0.3")
+        r.close()
+    return create_app(settings)
 
 
 def timed_post(client: Any, path: str, **kwargs: Any) -> tuple[Any, float]:
