@@ -64,6 +64,8 @@ def outage(
     r = redis.Redis.from_url(url, socket_timeout=5, retry=Retry(NoBackoff(), 2))
     try:
         name = wait_ready(r, worker, log_path=log_path)
+        # The first test's answer is timed: start once the worker waits in rq's dequeue.
+        assert wait_until(lambda: listening(r), timeout=30)
         state.update(
             url=url,
             folder=folder,
