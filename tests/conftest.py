@@ -44,10 +44,12 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 # the N sessions share the cores: each gets its share, since OpenMP threads that outnumber the
 # cores spin against each other and turn a 0.2 s tiny drawing into seconds (bench/gpu.py does
 # the same for its CPU smoke).
+# An OMP_NUM_THREADS given from outside is kept. xdist's workers inherit the controller's
+# environment, so the value this file chose there is marked, and a worker replaces it.
 _index, _sessions = xdist_slot()
-os.environ.setdefault(
-    "OMP_NUM_THREADS", "2" if _sessions == 1 else str(max(1, (os.cpu_count() or 2) // _sessions))
-)
+if os.environ.get("OMP_NUM_THREADS") in (None, os.environ.get("_KT_TEST_OMP_DEFAULT")):
+    _threads = "2" if _sessions == 1 else str(max(1, (os.cpu_count() or 2) // _sessions))
+    os.environ["OMP_NUM_THREADS"] = os.environ["_KT_TEST_OMP_DEFAULT"] = _threads
 
 # Our own Redis server has this many databases for one process's tests (the shared stack holds
 # one, a module's private workers one, a test one or two at a time).
@@ -70,7 +72,11 @@ LONGEST_FIRST = (
     "test_bench_gpu.py",
     "test_batching.py",
     "test_faults_workers.py",
+    "test_storybook.py",
     "test_kakao_flow.py",
+    "test_groups.py",
+    "test_shared_worker.py",
+    "test_faults_sigterm.py",
     "test_security.py",
     "test_fuzz.py",
     "test_cli.py",

@@ -73,6 +73,8 @@ def outage(
         primer.post("/kakao/skill", json=kakao_payload(user, "처음 한 장"))
         assert wait_until(lambda: r.exists(keys.kept("kakao", user)), timeout=60)
         r.delete(keys.kept("kakao", user))
+        # The first test's answer is timed: start once the worker waits in rq's dequeue.
+        assert wait_until(lambda: listening(r), timeout=30)
         state.update(
             url=url,
             folder=folder,

@@ -31,7 +31,14 @@ from bot.messengers import telegram
 from bot.messengers.line import render as line_render
 from bot.messengers.line import signature
 from tests.standins import TELEGRAM_TOKEN, ApiStandIn
-from tests.support import start_worker, stop_process, wait_ready, wait_until, worker_env
+from tests.support import (
+    LOG_DIR,
+    start_worker,
+    stop_process,
+    wait_ready,
+    wait_until,
+    worker_env,
+)
 
 BOT = "KoalaTalkBot"
 TG_SECRET = "telegram-test-secret"
@@ -45,11 +52,11 @@ _messages = itertools.count(100)
 
 
 @pytest.fixture(scope="module")
-def vision(stack: Any, tmp_path_factory: Any) -> Iterator[dict[str, Any]]:
+def vision(stack: Any) -> Iterator[dict[str, Any]]:
     """One vision worker with tiny Ko-LLaVA on the shared stack's settings (the same private
     photo folder as the apps below). Its own fetches may take 2 x 8 s."""
     settings = {**stack["settings"], "vlm_preset": "tiny-kollava", "fetch_timeout_s": "8"}
-    log_path = Path(tmp_path_factory.mktemp("groups-logs")) / "vision-worker.log"
+    log_path = LOG_DIR / "vision-worker-groups.log"
     proc = start_worker(worker_env({}, **settings), queues=("vision",), log_path=log_path)
     try:
         wait_ready(stack["redis"], proc, queue="vision", log_path=log_path)

@@ -22,47 +22,26 @@ from bot.core.job import Job, Request
 from bot.core.operator import Operations
 from bot.core.settings import Settings
 from tests.support import (
-    LOG_DIR,
     new_user,
-    start_worker,
-    stop_process,
-    wait_ready,
     wait_until,
-    worker_env,
 )
 
 
 @pytest.fixture(scope="module")
-def shared(module_redis_url: str, tmp_path_factory: Any) -> Iterator[dict[str, Any]]:
+def shared(private_workers: Any, tmp_path_factory: Any) -> Iterator[dict[str, Any]]:
     """One worker with both tiny models, serving both queues, on its own database."""
-    url = module_redis_url
-    r = redis.Redis.from_url(url)
     folder = tmp_path_factory.mktemp("shared")
-    settings = dict(
-        mode="development",
-        redis_url=url,
-        preset="tiny",
-        translation_model="tiny",
-        safety_model="koalatalk/tiny-safety-pass",
+    with private_workers(
+        "shared",
+        delay_s=0.15,
+        queues=("text2image", "vision"),
         vlm_preset="tiny-kollava",
-        media_dir=str(folder / "media"),
-        photo_dir=str(folder / "photos"),
-        heartbeat_s="0.5",
-        log_json="false",
-        max_batch="1",
-        debug_job_delay_s="0.15",
-    )
-    log_path = LOG_DIR / "worker-shared.log"
-    proc = start_worker(
-        worker_env({}, **settings), queues=("text2image", "vision"), log_path=log_path
-    )
-    try:
-        wait_ready(r, proc, queue="vision", log_path=log_path)
-        yield {"redis": r, "settings": settings, "proc": proc}
-    finally:
-        stop_process(proc)
-        r.flushdb()
-        r.close()
+        max_batch=1,
+        media_dir=folder / "media",
+        photo_dir=folder / "photos",
+    ) as workers:
+        (proc,) = workers.workers.values()
+        yield {"redis": workers.redis, "settings": workers.settings, "proc": proc}
 
 
 def enqueue(r: redis.Redis, task: str, request: Request, preset: str) -> str:
