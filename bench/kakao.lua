@@ -20,7 +20,7 @@ function request()
   counter = counter + 1
   local user = string.format("bench-%s-%d-%d", run_tag, thread_id, counter)
   local body = '{"intent":{"id":"i","name":"fallback"},"userRequest":{"timezone":"Asia/Seoul",' ..
-    '"utterance":"a koala surfing a wave, watercolor","lang":"ko","user":{"id":"' .. user ..
+    '"utterance":"a koala surfing a wave ' .. counter .. ', watercolor","lang":"ko","user":{"id":"' .. user ..
     '","type":"botUserKey","properties":{}},"params":{"surface":"Kakaotalk.plusfriend"},' ..
     '"callbackUrl":"https://bot-api.kakao.com/v1/bots/b/callback/' .. user .. '"},' ..
     '"bot":{"id":"b","name":"bench"},"action":{"name":"s","params":{},"detailParams":{},"id":"a"}}'

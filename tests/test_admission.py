@@ -170,8 +170,8 @@ def test_admission_queues_in_the_same_transaction_and_a_refusal_leaves_no_job(
         )
         return core.submit(event, Request(prompt=prompt, seed=3))
 
-    # Redis forgot its scripts (a restart, SCRIPT FLUSH): admission sends the script's text
-    # (EVAL), so the job is queued once all the same.
+    # Redis forgot its scripts (a restart, SCRIPT FLUSH): the EVALSHA fails before anything is
+    # pushed, admission loads the script and tries again, so the job is queued once all the same.
     r.script_flush()
     first, second = "first" + user[:20], "second" + user[:20]
     assert submit(first, "한 번에 들어가는 그림").reply is not None  # the pull path's answer

@@ -3,8 +3,9 @@
 admission.lua names every KEYS and ARGV entry in a local at its top, in the order of
 admission.Call's fields, and numbers its statuses as admission.Status does: an off-by-one would
 admit or refuse the wrong requests silently, so these tests read the script itself.
-rq enqueues a job (hash and push) inside the caller's pipeline; the script takes the push back
-when it refuses. If rq ever wrote outside the pipeline, or stopped pushing there, these fail.
+rq enqueues a job (hash and push) inside the caller's pipeline, and pushes through
+`Queue.push_job_id`, which admission's HeldQueue holds back: the script pushes only what it admits.
+If rq ever wrote outside the pipeline, or pushed another way, these fail.
 """
 
 from __future__ import annotations
@@ -74,12 +75,29 @@ def test_rq_enqueues_inside_the_callers_pipeline_only(redis_client: Any) -> None
     r.delete(queue.key, RqJob.key_for(job_id), RqJob.key_for(front))
 
 
-def test_a_refusal_takes_back_rqs_push_and_hash_at_either_end(redis_client: Any) -> None:
+def test_a_held_queue_writes_rqs_hash_but_not_the_push(redis_client: Any) -> None:
     r = redis_client
-    queue = Queue(f"contract-{uuid.uuid4().hex[:8]}", connection=r, serializer=JSONSerializer)
+    held = admission.HeldQueue(
+        f"contract-{uuid.uuid4().hex[:8]}", connection=r, serializer=JSONSerializer
+    )
+    job_id = uuid.uuid4().hex
+    with r.pipeline(transaction=True) as pipe:
+        held.enqueue_call("workers.tasks.draw", args=({},), job_id=job_id, pipeline=pipe)
+        pipe.execute()
+    assert r.exists(RqJob.key_for(job_id)) and r.llen(held.key) == 0
+    r.delete(RqJob.key_for(job_id))
+
+
+def test_only_an_admitted_job_is_pushed_at_either_end(redis_client: Any) -> None:
+    r = redis_client
+    queue = admission.HeldQueue(
+        f"contract-{uuid.uuid4().hex[:8]}", connection=r, serializer=JSONSerializer
+    )
     waiting = [uuid.uuid4().hex for _ in range(3)]
     for job_id in waiting:
-        queue.enqueue_call("workers.tasks.draw", args=({},), job_id=job_id)
+        Queue(queue.name, connection=r, serializer=JSONSerializer).enqueue_call(
+            "workers.tasks.draw", args=({},), job_id=job_id
+        )
     user = f"u-{uuid.uuid4().hex[:8]}"
     r.set(keys.slot("kakao", user), "someone-else", ex=60)  # the user's slot is taken: BUSY
     for at_front in (False, True):
@@ -87,14 +105,21 @@ def test_a_refusal_takes_back_rqs_push_and_hash_at_either_end(redis_client: Any)
         ticket = dataclasses.replace(ticket, save_job=_saver(queue, ticket.request_id, at_front))
         decision = admission.admit(r, ticket, _limits(at_front=at_front))
         assert decision.status == admission.Status.BUSY and decision.holder == "someone-else"
-        assert queue.get_job_ids() == waiting, "only the refused job's push was taken back"
+        assert queue.get_job_ids() == waiting, "the refused job was not pushed"
         assert not r.exists(ticket.job_key)
     admitted = _ticket("kakao", f"u-{uuid.uuid4().hex[:8]}", queue.key, lambda pipe: None)
     admitted = dataclasses.replace(admitted, save_job=_saver(queue, admitted.request_id, False))
     decision = admission.admit(r, admitted, _limits())
     assert decision.status == admission.Status.ADMITTED and decision.ahead == len(waiting)
     assert queue.get_job_ids() == [*waiting, admitted.request_id]
-    r.delete(queue.key, *(RqJob.key_for(j) for j in [*waiting, admitted.request_id]))
+    first = _ticket("kakao", f"u-{uuid.uuid4().hex[:8]}", queue.key, lambda pipe: None)
+    first = dataclasses.replace(first, save_job=_saver(queue, first.request_id, True))
+    decision = admission.admit(r, first, _limits(at_front=True))
+    assert decision.status == admission.Status.ADMITTED and decision.ahead == 0
+    assert queue.get_job_ids() == [first.request_id, *waiting, admitted.request_id]
+    r.delete(
+        queue.key, *(RqJob.key_for(j) for j in [*waiting, admitted.request_id, first.request_id])
+    )
 
 
 def _saver(queue: Queue, job_id: str, at_front: bool) -> Any:

@@ -124,7 +124,8 @@ def _ticket(
         slot_ttl_s=60,
         quota_day=time.strftime("%Y%m%d", time.gmtime()),
         job_key=RqJob.key_for(request_id),
-        save_job=lambda pipe: pipe.rpush(queue_key, request_id),
+        # rq's hash, as a HeldQueue writes it; the admission script pushes the job
+        save_job=lambda pipe: pipe.hset(RqJob.key_for(request_id), "status", "queued"),
         other_queue_key=other_key,
         other_field=other_field,
         shared=shared,

@@ -307,7 +307,8 @@ def _ticket(
         slot_ttl_s=60,
         quota_day="20260101",
         job_key=RqJob.key_for(request_id),
-        save_job=lambda pipe: pipe.rpush(queue_key, request_id),  # as rq pushes the job
+        # rq's hash, as a HeldQueue writes it; the admission script pushes the job
+        save_job=lambda pipe: pipe.hset(RqJob.key_for(request_id), "status", "queued"),
         pictures=pictures,
         min_pictures=min(2, pictures),
     )

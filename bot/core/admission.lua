@@ -1,9 +1,8 @@
 -- Admission (bot/core/admission.py): decide atomically whether a request is queued.
 --
--- It runs last in the MULTI in which rq saved the job hash and pushed its id onto the queue,
--- exactly as rq always does. Admitted: the job stays. Refused: the push is taken back and the
--- hash deleted before the transaction ends, so no worker ever sees the job (Redis serves
--- blocked workers only after EXEC).
+-- It runs last in the MULTI in which rq saved the job hash. rq's push of the job's id is held
+-- (admission.HeldQueue): this script pushes it when it admits, so no worker can see a job it
+-- refused. Refused: the hash is deleted before the transaction ends.
 --
 -- Inputs, in the order of admission.Call's fields (a test keeps the two in step).
 local kept_key = KEYS[1]        -- results kept for the user
@@ -11,7 +10,7 @@ local dedupe_key = KEYS[2]      -- identical text from the user within the dedup
 local rate_key = KEYS[3]        -- the user's recent admissions (sorted set)
 local quota_key = KEYS[4]       -- the user's count for the UTC day
 local slot_key = KEYS[5]        -- the user's one job in flight
-local queue_key = KEYS[6]       -- rq's queue list
+local queue_key = KEYS[6]       -- rq's queue list: this script pushes the admitted job
 local service_key = KEYS[7]     -- moving averages of service times
 local blocked_key = KEYS[8]     -- the operators' block list (set)
 local photo_key = KEYS[9]       -- the user's photo session
@@ -35,7 +34,7 @@ local default_service = ARGV[9]
 local workers = math.max(1, tonumber(ARGV[10]))
 local budget = tonumber(ARGV[11])
 local check_limits = ARGV[12] == '1'   -- operators skip rate and quota
-local at_front = ARGV[13] == '1'       -- rq pushed the job at the front (operators)
+local at_front = ARGV[13] == '1'       -- push the job at the front (operators)
 local member = ARGV[14]                -- `messenger:user`, as on the block list
 local first_look = ARGV[15] == '1'     -- the caller has not read the user's state yet
 local seen_ttl = ARGV[16]
@@ -58,11 +57,6 @@ local KEPT, DUPLICATE, RATE, QUOTA, BUSY, TOO_SLOW, ADMITTED, BLOCKED, PHOTO, PI
 
 local pin, fresh = '', 0
 local function refuse(status, value)
-  if at_front then
-    redis.call('LREM', queue_key, 1, request_id)
-  else
-    redis.call('LREM', queue_key, -1, request_id)
-  end
   redis.call('DEL', job_key)
   return {status, value, pin, fresh}
 end
@@ -104,7 +98,7 @@ local function own_time(n)
   return tonumber(redis.call('HGET', service_key, service_field .. ':b' .. n) or service * n)
 end
 local ahead = 0
-if not at_front then ahead = redis.call('LLEN', queue_key) - 1 end
+if not at_front then ahead = redis.call('LLEN', queue_key) end
 local rounds = math.floor(math.max(0, ahead) / workers)  -- rounds of jobs in front of it
 local before = rounds * service
 -- A worker serving both queues takes them in turn (round robin): before this job, each shared
@@ -133,12 +127,17 @@ if check_limits and quota_limit > 0 then
   redis.call('INCRBY', quota_key, pictures)
   redis.call('EXPIRE', quota_key, 172800)
 end
+if at_front then
+  redis.call('LPUSH', queue_key, request_id)
+else
+  redis.call('RPUSH', queue_key, request_id)
+end
 redis.call('SET', dedupe_key, request_id, 'EX', dedupe_ttl)
 if pin ~= '' or take_pin then redis.call('DEL', pin_key) end
 if prompt_json ~= '' then redis.call('SET', prompt_key, prompt_json, 'EX', prompt_ttl) end
 -- The slow-path claim of the hand-over, taken now when the webhook will not wait, or when the
--- estimate says the job cannot be done before its wait ends: the job was pushed a moment ago,
--- so no worker can have claimed it first.
+-- estimate says the job cannot be done before its wait ends: the job is pushed in this
+-- transaction, so no worker can have claimed it first.
 local claimed = 0
 if claim_value ~= '' and estimate > claim_over then
   redis.call('SET', claim_key, claim_value, 'NX', 'EX', claim_ttl)

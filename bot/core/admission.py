@@ -8,10 +8,16 @@ among the live workers, times a moving average of recent service times that the 
 Redis; when some of those workers also serve the other queue (one process, both models, taking
 jobs in turn), the other queue's jobs they take before this one are added.
 
-The same round trip queues the job: rq enqueues it as always (job hash and queue push) in a
-MULTI, and the script, last in that MULTI, takes the push back and deletes the hash when it
-refuses. Nothing depends on the order of rq's internal calls: only on rq writing its hash and
-pushing the id inside the caller's pipeline, which a test checks.
+The same round trip queues the job: rq writes its job hash in a MULTI as always, through a
+HeldQueue that leaves the push of the job's id to the script; the script, last in that MULTI,
+pushes the id when it admits and deletes the hash when it refuses. What this relies on of rq is
+that it writes the hash inside the caller's pipeline and pushes through `Queue.push_job_id`,
+which a test checks.
+
+The script goes by EVALSHA (its 7 KB text and hash each time cost the webhook about a tenth of
+its throughput). Redis forgets scripts when it restarts: then the EVALSHA fails inside the MULTI,
+nothing was pushed, so no worker can have seen the job; the hash is deleted, the script loaded
+and the attempt made again.
 """
 
 from __future__ import annotations
@@ -29,10 +35,24 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
+from redis.exceptions import NoScriptError
+from rq import Queue
 
 from bot.core import keys, metrics, slots
 
 SCRIPT = (Path(__file__).with_name("admission.lua")).read_text()
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()  # what Redis names it once loaded
+
+
+class HeldQueue(Queue):
+    """rq's queue for admission's MULTI: rq writes the job hash as always, and the push of the
+    job's id is left to admission.lua, which pushes only what it admits."""
+
+    def push_job_id(
+        self, job_id: str, pipeline: Pipeline | None = None, at_front: bool = False
+    ) -> None:
+        """Nothing: admission.lua pushes the job when it admits it (enqueue only through
+        admission, in its MULTI)."""
 
 
 class Status(IntEnum):
@@ -103,14 +123,15 @@ class Call:
 
     def keys(self) -> list[str]:
         """KEYS, in order."""
-        return [getattr(self, f.name) for f in dataclasses.fields(self)[:KEY_COUNT]]
+        return [getattr(self, name) for name in _CALL_FIELDS[:KEY_COUNT]]
 
     def argv(self) -> list[str]:
         """ARGV, in order: flags as '1'/'0', numbers as text."""
-        return [_arg(getattr(self, f.name)) for f in dataclasses.fields(self)[KEY_COUNT:]]
+        return [_arg(getattr(self, name)) for name in _CALL_FIELDS[KEY_COUNT:]]
 
 
 KEY_COUNT = 16  # Call's first fields are keys
+_CALL_FIELDS = tuple(f.name for f in dataclasses.fields(Call))
 
 
 def _arg(value: object) -> str:
@@ -150,7 +171,7 @@ class Ticket:
     slot_ttl_s: int
     quota_day: str  # the UTC day the job counts against
     job_key: str  # rq's job hash
-    save_job: Callable[[Pipeline], object]  # rq's enqueue into the MULTI
+    save_job: Callable[[Pipeline], object]  # rq's enqueue into the MULTI, by a HeldQueue
     prompt: tuple[str, str, int] | None = None  # last prompt: key, JSON, TTL
     claim: tuple[str, str, int] | None = None  # hand-over claim: key, value, TTL
     claim_over_s: float = -1.0  # the claim is taken when the estimate passes this
@@ -289,20 +310,16 @@ def admit(r: redis.Redis, ticket: Ticket, limits: Limits) -> Decision:
 
 
 def _run(r: redis.Redis, ticket: Ticket, call: Call) -> Any:
-    """rq's enqueue and the admission script in one MULTI (one round trip).
-
-    The script goes as EVAL with its text, not EVALSHA: a NOSCRIPT error (Redis restarted)
-    inside the MULTI would leave rq's push standing with nothing to take it back."""
-    with r.pipeline(transaction=True) as pipe:
-        ticket.save_job(pipe)
-        pipe.eval(SCRIPT, KEY_COUNT, *call.keys(), *call.argv())
-        results = pipe.execute(raise_on_error=False)
+    """rq's job hash and the admission script in one MULTI (one round trip); the script pushes
+    the job when it admits."""
+    results = _transaction(r, ticket, call)
+    if isinstance(results[-1], NoScriptError):  # Redis restarted: nothing was pushed
+        r.delete(call.job_key)
+        r.script_load(SCRIPT)
+        results = _transaction(r, ticket, call)
     outcome = results[-1]
-    if isinstance(outcome, Exception):  # the script failed: take rq's push and hash back
-        with r.pipeline(transaction=True) as pipe:
-            pipe.lrem(call.queue_key, 0, call.request_id)
-            pipe.delete(call.job_key)
-            pipe.execute()
+    if isinstance(outcome, Exception):  # the script failed: nothing was pushed
+        r.delete(call.job_key)
         raise outcome
     failed = next((x for x in results[:-1] if isinstance(x, Exception)), None)
     if failed is not None:
@@ -310,6 +327,13 @@ def _run(r: redis.Redis, ticket: Ticket, call: Call) -> Any:
             raise _SavedBadly(failed)
         raise failed
     return outcome
+
+
+def _transaction(r: redis.Redis, ticket: Ticket, call: Call) -> list[Any]:
+    with r.pipeline(transaction=True) as pipe:
+        ticket.save_job(pipe)
+        pipe.evalsha(SCRIPT_SHA, KEY_COUNT, *call.keys(), *call.argv())
+        return pipe.execute(raise_on_error=False)
 
 
 class _SavedBadly(Exception):

@@ -55,6 +55,7 @@ A photo alone (no text) never reaches this table: the core receives it first.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -185,8 +186,10 @@ def normalise(text: str) -> str:
     return TRAILING.sub("", collapsed) if collapsed not in HELP else collapsed
 
 
+@functools.lru_cache(maxsize=1024)
 def bare(text: str) -> str:
-    """Lower-case words without emoji, laughter (`ㅋㅋ`, `ㅠㅠ`, `ㅎㅎ`) or punctuation."""
+    """Lower-case words without emoji, laughter (`ㅋㅋ`, `ㅠㅠ`, `ㅎㅎ`) or punctuation.
+    Cached: one decision asks for the same message's words several times."""
     kept = "".join(" " if _is_emoji(ch) else ch for ch in text.lower())
     return " ".join(PUNCTUATION.sub(" ", LAUGHTER.sub(" ", kept)).split())
 
@@ -267,6 +270,8 @@ def _hangul(word: str) -> bool:
 
 
 def _is_emoji(char: str) -> bool:
+    if char.isalnum():  # letters and digits (Hangul included) are never symbols: the common case
+        return False
     return unicodedata.category(char) in {"So", "Sk", "Cs", "Co"} or char in "\u200d\ufe0f\u20e3"
 
 
@@ -320,9 +325,12 @@ def decide(text: str, has_photo: bool = False, followup: bool = True) -> Action:
     if is_small_talk(text):
         return Action(ActionName.SMALL_TALK, text.strip())
     mentions = mentions_photo(text)
+    question = looks_like_question(text)
+    if not has_photo and not mentions and not question:
+        return Action(ActionName.DRAW, text.strip())  # the common prompt: the rules below agree
     if not mentions and not has_question_word(text) and asks_to_draw(text):
         return Action(ActionName.DRAW, text.strip())
-    if mentions or looks_like_question(text):
+    if mentions or question:
         return Action(ActionName.ASK if has_photo else ActionName.PHOTO_HINT, text.strip())
     if not has_photo:
         return Action(ActionName.DRAW, text.strip())

@@ -110,13 +110,15 @@ class Core:
         self.conversations = conversation.Conversations(r, self.photos, settings.photo_ttl_s)
         self.desk = conversation.PhotoDesk(settings, self.guard, self.photos, self.conversations)
         self.drawing = drawing.Drawing(settings, r, self.sessions)
-        self._queues: dict[str, Queue] = {}
+        self._queues: dict[tuple[str, bool], Queue] = {}
 
-    def queue(self, name: str) -> Queue:
-        """The rq queue of a model family (JSON serializer: jobs are plain JSON)."""
-        if name not in self._queues:
-            self._queues[name] = Queue(name, connection=self.r, serializer=JSONSerializer)
-        return self._queues[name]
+    def queue(self, name: str, held: bool = False) -> Queue:
+        """The rq queue of a model family (JSON serializer: jobs are plain JSON). `held`: the
+        same queue for admission's MULTI, whose script pushes the jobs it admits."""
+        if (name, held) not in self._queues:
+            kind = admission.HeldQueue if held else Queue
+            self._queues[name, held] = kind(name, connection=self.r, serializer=JSONSerializer)
+        return self._queues[name, held]
 
     # The pipeline -------------------------------------------------------------------------------
     def handle(self, event: Event) -> Outcome:
@@ -127,14 +129,15 @@ class Core:
         that queues the job. When the user turns out to have a photo session, the message is
         decided once more, with the state read.
         """
-        if self._decidable_unread(event):
-            return self._handle(event, UNREAD)
+        prompt = self._prompt_unread(event)
+        if prompt is not None:
+            return self._handle(event, UNREAD, prompt)
         return self._handle(event, self.read_state(event))
 
-    def _handle(self, event: Event, state: UserState) -> Outcome:
-        """Decide, plan, admit and enqueue, wait, answer."""
+    def _handle(self, event: Event, state: UserState, action: Action | None = None) -> Outcome:
+        """Decide (unless the fast path has), plan, admit and enqueue, wait, answer."""
         # 1. Decide the action.
-        action = self.decide(event, state)
+        action = action or self.decide(event, state)
         if action.name in KEPT_FIRST:
             kept = self._kept_first(event)
             if kept is not None:
@@ -171,11 +174,13 @@ class Core:
         session = conversation.PhotoSession.from_json(photo) if photo else None
         return UserState(session, pin if isinstance(pin, bytes) else None, first is True)
 
-    def _decidable_unread(self, event: Event) -> bool:
-        """A text that is a prompt when the user has no photo session (the fast path)."""
+    def _prompt_unread(self, event: Event) -> Action | None:
+        """The DRAW action of a text that is a prompt when the user has no photo session (the
+        fast path), decided once; None for any other message."""
         if event.image_urls or event.text.startswith("/"):
-            return False
-        return intents.decide(event.text, has_photo=False).name == ActionName.DRAW
+            return None
+        action = intents.decide(event.text, has_photo=False)
+        return action if action.name == ActionName.DRAW else None
 
     def decide(self, event: Event, state: UserState) -> Action:
         """What the message asks for (UNREAD: as if the user had no photo session)."""
@@ -380,9 +385,11 @@ class Core:
             results = pipe.execute()
         return handover.claimed(results[-1]) if claim_now else None
 
-    def _enqueue(self, pipe: redis.client.Pipeline, job: Job, at_front: bool) -> None:
-        """rq's enqueue, into the caller's MULTI."""
-        self.queue(job.queue).enqueue_call(
+    def _enqueue(
+        self, pipe: redis.client.Pipeline, job: Job, at_front: bool, held: bool = False
+    ) -> None:
+        """rq's enqueue, into the caller's MULTI (`held`: admission's, whose script pushes)."""
+        self.queue(job.queue, held).enqueue_call(
             job.function,
             args=(job.to_dict(),),
             job_id=job.request_id,
@@ -427,6 +434,11 @@ class Core:
             check_limits=not operator,
             at_front=operator,
         )
+        quota_day = time.strftime("%Y%m%d", time.gmtime())
+        meta = {**job.meta, "quota_day": quota_day}
+        if job.request.scenes:
+            meta["pictures"] = len(job.request.scenes)
+        job = dataclasses.replace(job, meta=meta)
         ticket = admission.Ticket(
             messenger=event.messenger,
             user=event.user,
@@ -437,9 +449,10 @@ class Core:
             workers=workers,
             budget_s=event.received_at + life - time.time() - 1.0,
             slot_ttl_s=int(life + s.job_timeout_s + 60),
-            quota_day=time.strftime("%Y%m%d", time.gmtime()),
+            quota_day=quota_day,
             job_key=RqJob.key_for(job.request_id),
-            save_job=lambda pipe: None,  # set for each attempt below: the job may be rewritten
+            save_job=self._saver(job, operator),  # written again when the job is rewritten
+            prompt=self._prompt_record(event, job),
             claim=handover.claim_record(event.request_id, _slow_path(event), s.record_ttl_s),
             claim_over_s=-1.0 if wait_s < 0.01 else wait_s + ESTIMATE_MARGIN_S,
             first_look=first_look,
@@ -450,22 +463,8 @@ class Core:
             min_pictures=min(storybook.MIN_SCENES, len(job.request.scenes)) or 1,
             **self._shared_workers(job.queue),
         )
-        job = dataclasses.replace(job, meta={**job.meta, "quota_day": ticket.quota_day})
-        if job.request.scenes:
-            job = dataclasses.replace(job, meta={**job.meta, "pictures": ticket.pictures})
         seen = Admitted()
         for _ in range(MAX_ADMISSION_TRIES):
-            ticket = dataclasses.replace(
-                ticket,
-                save_job=self._saver(job, operator),
-                prompt=(
-                    self.sessions.prompt_record(
-                        event.messenger, event.user, dict(vars(job.request))
-                    )
-                    if job.task in ("draw", "storybook")
-                    else None
-                ),
-            )
             decision = admission.admit(self.r, ticket, limits)
             if ticket.first_look:  # admission read the user's state this once
                 seen = Admitted(state_read=True, first_contact=decision.first_contact)
@@ -488,6 +487,7 @@ class Core:
                 job = dataclasses.replace(
                     job, request=dataclasses.replace(job.request, seed=decision.pin)
                 )
+                ticket = self._rewritten(ticket, event, job, operator)
                 continue
             if decision.status == Status.SHORTER and decision.count < ticket.pictures:
                 # A storybook that fits its deadline with scenes dropped from its end.
@@ -498,6 +498,7 @@ class Core:
                     request=dataclasses.replace(job.request, scenes=scenes),
                     meta={**job.meta, "pictures": decision.count, "dropped": dropped},
                 )
+                ticket = self._rewritten(ticket, event, job, operator)
                 ticket = dataclasses.replace(ticket, pictures=decision.count)
                 continue
             if decision.status == Status.KEPT:
@@ -534,7 +535,21 @@ class Core:
 
     def _saver(self, job: Job, operator: bool) -> Callable[[redis.client.Pipeline], None]:
         """rq's enqueue of this job, for admission to run in its MULTI."""
-        return lambda pipe: self._enqueue(pipe, job, operator)
+        return lambda pipe: self._enqueue(pipe, job, operator, held=True)
+
+    def _prompt_record(self, event: Event, job: Job) -> tuple[str, str, int] | None:
+        """The last prompt (`다시 그리기`) that admitting a drawing writes."""
+        if job.task not in ("draw", "storybook"):
+            return None
+        return self.sessions.prompt_record(event.messenger, event.user, dict(vars(job.request)))
+
+    def _rewritten(
+        self, ticket: admission.Ticket, event: Event, job: Job, operator: bool
+    ) -> admission.Ticket:
+        """The ticket for a job written again (a pinned seed, a shorter book)."""
+        return dataclasses.replace(
+            ticket, save_job=self._saver(job, operator), prompt=self._prompt_record(event, job)
+        )
 
     def _refusal(self, event: Event, decision: admission.Decision) -> Outcome:
         lang, s = event.lang, self.settings
