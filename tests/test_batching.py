@@ -198,3 +198,22 @@ def test_jobs_a_dead_batching_worker_had_taken_are_taken_up_again(
     assert set(queue.get_job_ids()) == set(ids), "back in the queue, nothing lost"
     for user, rid in zip(users, ids, strict=True):
         assert r.get(keys.slot("kakao", user)) == rid.encode(), "the user keeps the slot"
+
+
+def test_admission_learns_the_workers_whole_time_per_job(make_app: Any, batching: Any) -> None:
+    """The service time admission's estimate reads is what a job queued behind this one waits:
+    the worker's wall time for it, here a lone job's 400 ms gathering wait for companions, not
+    only the time inside the model and the job function (issue 14: that made the estimate a
+    third of the real wait, so a deep queue was held for the whole sync wait)."""
+    from bot.core import admission
+
+    r = batching.redis
+    field = admission.service_field("text2image", "tiny")
+    r.hdel(keys.SERVICE_TIMES, field)  # the first job's time is then the average itself
+    core = make_app(redis_url=batching.url, sync_wait_s=0.0).extensions["koalatalk"].core
+    [rid] = submit_many(core, [(new_user(), Request(prompt="a lone koala", seed=5, language="en"))])
+    finished = FinishedJobRegistry("text2image", connection=r, serializer=JSONSerializer)
+    assert wait_until(lambda: rid in finished.get_job_ids(), timeout=60)
+    assert wait_until(lambda: r.hget(keys.SERVICE_TIMES, field) is not None, timeout=10)
+    learned = float(r.hget(keys.SERVICE_TIMES, field) or 0)
+    assert learned >= 0.4, f"{learned:.3f} s leaves out the wait for companions"

@@ -171,19 +171,27 @@ class BatchingWorker(ResidentWorker):
         # Busy before gathering: a SIGTERM now is a warm shutdown after the batch, not a
         # StopRequested that would leave the gathered jobs stranded.
         self.set_state(WorkerStatus.BUSY)
+        rt.turn_started, rt.turn_share_s = time.time(), 0.0  # the service time's start
         # Marked before anything else: a death from here on is noticed within seconds.
         rt.redis.set(keys.running(job.id), rt.name, ex=running_ttl(rt))
         gather_started = time.perf_counter()
         extra = gather(rt, queue, job) if queue.name == TEXT_TO_IMAGE_QUEUE else []
         gather_s = time.perf_counter() - gather_started
         if not extra:
-            super().execute_job(job, queue)
+            try:
+                super().execute_job(job, queue)
+            finally:
+                rt.turn_started = 0.0  # idle time between jobs is no service time
             return
         batch = [job, *extra]
         try:
             precompute(rt, batch, gather_s)
+            # Gathering, preparing and drawing the batch: each of its jobs bears an equal share.
+            now = time.time()
+            rt.turn_started, rt.turn_share_s = now, (now - rt.turn_started) / len(batch)
             for item in batch:
                 super().execute_job(item, queue)
         finally:
+            rt.turn_started, rt.turn_share_s = 0.0, 0.0
             for item in batch:
                 rt.precomputed.pop(item.id, None)

@@ -29,6 +29,11 @@ class Runtime:
     load_seconds: dict[str, float] = field(default_factory=dict)
     blocklist: BlockList = field(default_factory=BlockList)  # read once at start
     precomputed: dict[str, Any] = field(default_factory=dict)  # request id -> batch picture
+    # The worker's wall time per job, which admission's estimate reads (workers/tasks.py): when
+    # this job's turn began (its dequeue, or the end of the job before it in a batch), and each
+    # batch job's share of gathering and drawing the batch. 0: not set by the worker class.
+    turn_started: float = 0.0
+    turn_share_s: float = 0.0
 
 
 _current: Runtime | None = None

@@ -36,6 +36,20 @@ def draw(payload: dict[str, Any]) -> dict[str, Any]:
         return _run(rt, job, _draw)
 
 
+def _record_service(rt: Runtime, job: Job, result: dict[str, Any], started: float) -> None:
+    """Fold this job's service time into the average admission's estimate reads: the worker's
+    wall time for it, from the start of its turn (its dequeue, or the end of the job before it
+    in a batch) to the end of its delivery, plus its share of the batch. That is what a job
+    queued behind it waits, so rq's bookkeeping, the batch's preparation and the delivery count;
+    the model's time alone made the estimate a third of the real wait on a busy machine.
+    A storybook records its own batch size's average (admission estimates books by it)."""
+    now = time.time()
+    seconds = now - (rt.turn_started or started) + rt.turn_share_s
+    field = result.get("service_field") or admission.service_field(job.queue, job.preset)
+    admission.record_service_time(rt.redis, field, seconds)
+    rt.turn_started = now  # the next job of the batch starts its turn here (its share stays)
+
+
 def _run(rt: Runtime, job: Job, work: Any) -> dict[str, Any]:
     """Deadline check, running mark, apology on failure, slot release on every path."""
     if time.time() > job.deadline:
@@ -56,15 +70,14 @@ def _run(rt: Runtime, job: Job, work: Any) -> dict[str, Any]:
         reply = with_extra_quick(reply, job)
         elapsed = time.time() - started + result.get("batch_share_s", 0.0)
         metrics.job_done(rt.redis, job.queue, elapsed)
-        # A storybook records its own batch size's average (admission estimates books by it).
-        field = result.get("service_field") or admission.service_field(job.queue, job.preset)
-        admission.record_service_time(rt.redis, field, elapsed)
         # Free the slot before the hand-over: a user who answers the picture at once is not busy.
         slots.release(rt.redis, job.messenger, job.user, job.request_id)
         if rt.redis.exists(keys.dropped(job.request_id)):
             log.info("result dropped: the user cancelled")
+            _record_service(rt, job, result, started)
             return {**result, "delivered": "dropped"}
         how = delivery.deliver(rt, job, reply)
+        _record_service(rt, job, result, started)
         return {**result, "delivered": how}
     except Exception:
         metrics.inc(rt.redis, "jobs", queue=job.queue, status="failed")

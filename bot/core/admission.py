@@ -14,8 +14,8 @@ pushes the id when it admits and deletes the hash when it refuses. What this rel
 that it writes the hash inside the caller's pipeline and pushes through `Queue.push_job_id`,
 which a test checks.
 
-The script goes by EVALSHA (its 7 KB text and hash each time cost the webhook about a tenth of
-its throughput). Redis forgets scripts when it restarts: then the EVALSHA fails inside the MULTI,
+The script goes by EVALSHA (sending its 7 KB text each time cost about 85 us of CPU per request,
+packing and hashing: some 4 % of the webhook's work). Redis forgets scripts when it restarts: then the EVALSHA fails inside the MULTI,
 nothing was pushed, so no worker can have seen the job; the hash is deleted, the script loaded
 and the attempt made again.
 """
