@@ -51,6 +51,7 @@ class ApiStandIn:
     telegram_file_delays: dict[str, float] = field(default_factory=dict)
     line_content_delays: dict[str, float] = field(default_factory=dict)
     used_reply_tokens: set[str] = field(default_factory=set)
+    bot: str = "KoalaTalkBot"  # the username getMe answers
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -181,6 +182,10 @@ class ApiStandIn:
                             "description": "Forbidden: bot was blocked by the user",
                         },
                     )
+                    return
+                if method == "getMe":
+                    me = {"id": 1, "is_bot": True, "first_name": "코알라톡", "username": outer.bot}
+                    self._answer(200, {"ok": True, "result": me})
                     return
                 if method == "getFile":
                     file_id = str(params.get("file_id"))

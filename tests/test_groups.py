@@ -181,6 +181,21 @@ def test_a_mention_is_drawn_without_the_mention_as_a_reply_to_the_asker(
     assert stack["redis"].get(keys.last_prompt("telegram", group)) is None
 
 
+def test_without_the_username_setting_the_bot_asks_telegram_once(
+    app: Any, messenger_apis: ApiStandIn, stack: Any
+) -> None:
+    client, group, who = app(telegram_bot_username=""), new_group(), person(stack)
+    asked = len(messenger_apis.find("telegram", "getMe"))
+    body = tg_message(group, who, "@KoalaTalkBot 해바라기 밭")
+    tg_post(client, body)
+    photos = wait_to_message(messenger_apis, "sendPhoto", group, body["message"]["message_id"])
+    assert "해바라기 밭" in photos[0].params["caption"] and "@" not in photos[0].params["caption"]
+    chatter = tg_message(group, person(stack), "오늘 점심 뭐 먹지")  # not for the bot
+    tg_post(client, chatter)
+    assert not to_message(messenger_apis, "sendMessage", group, chatter["message"]["message_id"])
+    assert len(messenger_apis.find("telegram", "getMe")) == asked + 1, "asked once, then kept"
+
+
 def test_commands_and_replies_to_the_bot_are_addressed(
     app: Any, messenger_apis: ApiStandIn, stack: Any
 ) -> None:

@@ -15,9 +15,9 @@ that it writes the hash inside the caller's pipeline and pushes through `Queue.p
 which a test checks.
 
 The script goes by EVALSHA (sending its 7 KB text each time cost about 85 us of CPU per request,
-packing and hashing: some 4 % of the webhook's work). Redis forgets scripts when it restarts: then the EVALSHA fails inside the MULTI,
-nothing was pushed, so no worker can have seen the job; the hash is deleted, the script loaded
-and the attempt made again.
+packing and hashing: some 4 % of the webhook's work). Redis forgets scripts when it restarts:
+then the EVALSHA fails inside the MULTI, nothing was pushed, so no worker can have seen the job;
+the hash is deleted, the script loaded and the attempt made again.
 """
 
 from __future__ import annotations

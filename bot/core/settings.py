@@ -273,7 +273,8 @@ class Settings:
     telegram_bot_username: str = _setting(
         "",
         "The bot's Telegram username (without @): in groups the bot answers mentions of it, "
-        "replies to its messages and `/command@username`.",
+        "replies to its messages and `/command@username`. Empty: asked of Telegram (getMe) "
+        "on the first update.",
     )
     group_answer_all: bool = _setting(
         False,

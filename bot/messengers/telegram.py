@@ -94,8 +94,10 @@ class Groups:
     answer_all: bool = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Groups:
-        return cls(settings.telegram_bot_username.lstrip("@"), settings.group_answer_all)
+    def from_settings(cls, settings: Settings, username: str | None = None) -> Groups:
+        """`username`: the one Telegram gave (BotName), when the setting leaves it out."""
+        name = settings.telegram_bot_username.lstrip("@") or username or ""
+        return cls(name, settings.group_answer_all)
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -334,6 +336,35 @@ def render(reply: Reply, reply_to_message: str = "") -> list[tuple[str, dict[str
                 "allow_sending_without_reply": True,  # the asker may have deleted it
             }
     return calls
+
+
+class BotName:
+    """The bot's username, which groups need (mentions, replies to the bot, `/command@name`):
+    TELEGRAM_BOT_USERNAME when set, else asked of Telegram (`getMe`) on the first update and
+    kept for the process. A failed ask is made again after RETRY_S; meanwhile a group gets
+    answers to commands only."""
+
+    RETRY_S = 60.0
+    TIMEOUT_S = 2.0  # inside a webhook: Telegram waits, but not for long
+
+    def __init__(self, api: BotApi, configured: str = "") -> None:
+        self.api = api
+        self.known = configured.lstrip("@")
+        self._next_ask = 0.0
+
+    def get(self) -> str:
+        if self.known or time.monotonic() < self._next_ask:
+            return self.known
+        self._next_ask = time.monotonic() + self.RETRY_S
+        try:
+            found = _dict(self.api.call("getMe", {}, self.TIMEOUT_S)).get("username")
+        except TelegramError as exc:
+            log.warning("getMe failed: groups get commands only", extra={"error": str(exc)})
+            return ""
+        if isinstance(found, str) and found:
+            self.known = found
+            log.info("bot username from getMe", extra={"username": found})
+        return self.known
 
 
 class BotApi:

@@ -12,6 +12,7 @@ from bot.core import logs
 from bot.core.service import Core
 from bot.core.settings import Settings
 from bot.core.stores import store_from_settings
+from bot.messengers.telegram import BotApi, BotName
 from bot.web.context import KEY, AppContext
 from bot.web.health import health
 from bot.web.kakao import kakao_webhook
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         store=store_from_settings(settings, r),
         core=core,
         guard=core.guard,
+        telegram_name=BotName(BotApi(core.guard, settings), settings.telegram_bot_username),
     )
     app.register_blueprint(kakao_webhook)
     app.register_blueprint(media)

@@ -54,7 +54,8 @@ def webhook() -> Any:
             body = read_body(settings.max_body_bytes)  # 413 first, before the secret
             verify(request.headers, body, settings)
             check_json_type()
-            update = parse(body, received_at, request_id, Groups.from_settings(settings))
+            groups = Groups.from_settings(settings, app.telegram_name.get())
+            update = parse(body, received_at, request_id, groups)
         except WebhookError as exc:
             metrics.refused(app.redis, refusal_reason(exc))
             log.info("refused telegram request", extra={"why": str(exc)})
