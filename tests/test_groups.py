@@ -381,6 +381,33 @@ def test_line_a_message_quoting_the_bot_is_addressed_to_it(
     assert messenger_apis.find("line", REPLY, replyToken=quoting["replyToken"])
 
 
+def test_line_a_group_photo_is_read_when_a_mention_quotes_it(
+    app: Any, messenger_apis: ApiStandIn, stack: Any
+) -> None:
+    """A photo cannot mention the bot: it is left alone, its id kept (nothing fetched), and a
+    member who quotes it with a mention asks about it."""
+    client, group, who = app(), "C" + uuid.uuid4().hex, person(stack, "line")
+    photo_id = str(uuid.uuid4().int)[:18]
+    messenger_apis.line_contents[photo_id] = jpeg()
+    shared = line_group_event(group, person(stack, "line"), "", None)
+    shared["message"] = {"type": "image", "id": photo_id, "quoteToken": "q-photo"}
+    line_post(client, [shared])
+    assert not messenger_apis.find("line", REPLY, replyToken=shared["replyToken"])
+    assert not messenger_apis.find("line", "content", id=photo_id), "nothing fetched yet"
+    question = line_group_event(group, who, "@코알라톡 이 사진에 뭐가 있어?", 0)
+    question["message"]["quotedMessageId"] = photo_id
+    line_post(client, [question])
+    assert wait_until(lambda: vision_jobs(stack, who), timeout=30), "the question is asked"
+    job = vision_jobs(stack, who)[0]
+    assert "뭐가 있어" in job["request"]["question"] and "@" not in job["request"]["question"]
+    assert messenger_apis.find("line", "content", id=photo_id)
+    # A quote of a photo from another group is not taken.
+    elsewhere = line_group_event("C" + uuid.uuid4().hex, who, "@코알라톡 이건 뭐야?", 0)
+    elsewhere["message"]["quotedMessageId"] = photo_id
+    line_post(client, [elsewhere])
+    assert len(messenger_apis.find("line", "content", id=photo_id)) == 1
+
+
 def test_line_quotes_only_with_a_quote_token() -> None:
     plain = line_render(Reply((Text("안녕"),)))
     assert "quoteToken" not in plain[0]

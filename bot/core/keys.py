@@ -83,6 +83,12 @@ def seen_delivery(messenger: str, delivery_id: str) -> str:
     return f"{P}seen-delivery:{messenger}:{delivery_id}"
 
 
+def line_photo(message_id: str) -> str:
+    """A photo a LINE group member sent, not addressed to the bot: its chat, kept so that a
+    message quoting it with a mention asks about it (only the id; nothing is fetched before)."""
+    return f"{P}line-photo:{message_id}"
+
+
 def line_sent(message_id: str) -> str:
     """A message the bot sent to a LINE group: a reply quoting it is addressed to the bot."""
     return f"{P}line-sent:{message_id}"

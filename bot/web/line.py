@@ -19,7 +19,9 @@ from bot.messengers.line import (
     Message,
     loading,
     parse,
+    quoted_photo,
     quotes_the_bot,
+    remember_group_photo,
     remember_sent,
     reply_or_push,
     verify,
@@ -51,7 +53,10 @@ def webhook() -> Any:
         with logs.context(message.event.request_id):
             try:
                 if message.unaddressed and not quotes_the_bot(app.redis, message):
-                    continue  # a group message for the others, not for the bot
+                    # A group message for the others; a photo's id is kept, in case a member
+                    # quotes it with a mention to ask about it.
+                    remember_group_photo(app.redis, message, settings.photo_ttl_s)
+                    continue
                 if not first_delivery(app.redis, NAME, message.event_id):
                     metrics.refused(app.redis, "duplicate")
                     log.info("redelivered event ignored")
@@ -68,14 +73,15 @@ def answer(ctx: AppContext, message: Message) -> None:
     """Answer one event: at once through the reply token, or leave the token to the worker."""
     event = message.event
     api = LineApi(ctx.guard, ctx.settings)
+    image_id = message.image_id or quoted_photo(ctx.redis, message)
     if message.unsupported is not None:
         metrics.refused(ctx.redis, "unsupported")
         outcome = Outcome(reply=Reply((Text(say("unsupported", event.lang)),)))
     elif message.welcome:
         welcome = Reply((Text(say("welcome", event.lang)),), help_quick_replies(event.lang))
         outcome = Outcome(reply=welcome)
-    elif message.image_id is not None:
-        image_id = message.image_id
+    elif image_id is not None:
+        # A photo, or a group photo a mention quotes (its text the question, as a caption).
         # Fetched within PHOTO_FETCH_BUDGET_S; later than that, the worker fetches it by id.
         outcome = ctx.core.photo_in(
             event,
@@ -84,7 +90,7 @@ def answer(ctx: AppContext, message: Message) -> None:
         )
     else:
         outcome = ctx.core.handle(event)  # counts the request itself
-    if message.unsupported is not None or message.welcome or message.image_id is not None:
+    if message.unsupported is not None or message.welcome or image_id is not None:
         metrics.inc(ctx.redis, "requests", messenger=NAME)
     deliver_outcome(api, ctx, message, outcome)
 
