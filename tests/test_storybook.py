@@ -233,6 +233,9 @@ def test_line_sends_one_image_carousel_and_one_text(n: int) -> None:
     assert all(len(c["action"]["label"]) <= line.MAX_COLUMN_LABEL for c in template["columns"])
     assert len(messages[0]["altText"]) <= line.MAX_ALT_TEXT
     assert messages[1]["type"] == "text" and "quickReply" in messages[1]
+    # A column opens one picture: the combined one is a link in the text (Kakao's cards and
+    # Telegram's second photo carry it themselves, so their text does not).
+    assert messages[1]["text"].endswith("한 장으로 보기: https://bot.example/media/all.jpg")
 
 
 def test_a_book_reply_survives_its_json_form() -> None:

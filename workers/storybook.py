@@ -165,8 +165,6 @@ def _book(rt: Runtime, job: Job) -> tuple[Reply, dict[str, Any]]:
         lines.append(say("book_withheld_note", lang, n=withheld))
     if cut:
         lines.append(say("book_cut", lang))
-    if combined_url:
-        lines.append(say("book_all_link", lang, url=combined_url))
     styles = suggest_styles(request.style or None, request.seed, n=1)
     reply = Reply(
         (

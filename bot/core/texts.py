@@ -385,7 +385,6 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "{n}장은 안전 검사에서 가려져 보내지 않았어요.",
         "{n} picture(s) were withheld by the safety check.",
     ),
-    "book_all_link": ("한 장으로 보기: {url}", "All in one picture: {url}"),
     "book_cut": (
         "장면이 길어서 공통 인물·스타일 설명을 일부 줄였어요.",
         "Some scenes were long, so the shared character or style words were shortened.",

@@ -200,6 +200,7 @@ def render(reply: Reply, quote_token: str = "") -> list[dict[str, Any]]:
     """LINE message objects (at most 5); quick replies go on the last one. `quote_token`
     (groups): the first text quotes the asker's message."""
     messages: list[dict[str, Any]] = []
+    link = ""  # an image carousel's column opens one picture: the combined one goes in the text
     for part in reply.parts:
         if isinstance(part, Picture):
             messages.append(
@@ -207,8 +208,13 @@ def render(reply: Reply, quote_token: str = "") -> list[dict[str, Any]]:
             )
         elif isinstance(part, Cards):
             messages.append(image_carousel(part))
+            link = f"{part.all_label}: {part.link}" if part.link else ""
         elif part.text:
-            messages.append({"type": "text", "text": _clip(part.text, MAX_TEXT)})
+            text = f"{part.text}\n{link}" if link else part.text
+            messages.append({"type": "text", "text": _clip(text, MAX_TEXT)})
+            link = ""
+    if link:
+        messages.append({"type": "text", "text": link})
     while len(messages) > MAX_MESSAGES:
         texts = [i for i, m in enumerate(messages) if m["type"] == "text"]
         if len(texts) < 2:
