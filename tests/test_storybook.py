@@ -21,7 +21,7 @@ from bot.core import admission, intents, keys, storybook
 from bot.core.actions import ActionName
 from bot.core.events import Card, Cards, Reply, Text
 from bot.core.options import OptionError
-from bot.core.texts import quick
+from bot.core.texts import quick, say
 from bot.messengers import kakao, line, telegram
 from tests.support import KAKAO_BUDGET_S, new_user, post_kakao, text_of, wait_until
 from workers.imaging import hangul_font, is_marked_ai, to_jpeg
@@ -571,6 +571,78 @@ def test_card_thumbnails_are_square_whole_and_at_most_1024_wide(size: tuple[int,
     assert thumb.width == min(THUMB, max(size))
     middle = thumb.getpixel((thumb.width // 2, thumb.height // 2))
     assert middle == (10, 120, 30)  # the picture is there, centred, not cropped away
+
+
+def red_checker() -> Any:
+    """A real image classifier, built from a config with its weights set by hand, that flags a
+    picture when most of its patches are redder than blue: the tiny checkers flag all or none,
+    and a book with only some pictures flagged needs one that tells pictures apart."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    from models.safety import SafetyChecker
+
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        id2label={0: "normal", 1: "nsfw"},
+        label2id={"normal": 0, "nsfw": 1},
+    )
+    model = ViTForImageClassification(config).eval()
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            weight.fill_(1.0) if "layernorm" in name and name.endswith("weight") else weight.zero_()
+        patches = model.vit.embeddings.patch_embeddings.projection.weight
+        patches[0, 0], patches[0, 2] = 1 / 64, -1 / 64  # feature 0: a patch's red minus blue
+        attention = model.vit.layers[0].attention  # the class token: the patches' mean
+        attention.v_proj.weight.copy_(torch.eye(16))
+        attention.o_proj.weight.copy_(torch.eye(16))
+        model.classifier.weight[1, 0] = 10.0  # nsfw when the patches are mostly red
+    processor = ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    return SafetyChecker(model, processor, "cpu", "tests/red-checker")
+
+
+def test_only_the_flagged_pictures_of_a_book_are_withheld(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    from bot.core.sessions import Sessions
+    from bot.core.settings import Settings
+    from bot.core.stores import LocalImageStore
+    from bot.core.urlguard import guard_from_settings
+    from workers.runtime import Runtime
+    from workers.storybook import combine, screened_cards
+
+    settings = Settings.from_env({}, mode="development", safety_policy="block")
+    store = LocalImageStore(tmp_path, 60)
+    rt = Runtime(
+        name="in-process",
+        settings=settings,
+        redis=redis_client,
+        store=store,
+        guard=guard_from_settings(settings),
+        sessions=Sessions(redis_client, 60, 60),
+        queues=[],
+        models={"safety": red_checker()},
+    )
+    red, blue = (200, 40, 30), (30, 60, 200)
+    images = [Image.new("RGB", (64, 64), c) for c in (blue, red, blue, red)]
+    sentences = ["아침이에요.", "불이 났어요.", "비가 와요.", "노을이 져요."]
+    cards, shown = screened_cards(rt, sentences, images, "ko")
+    assert [p is None for p in shown] == [False, True, False, True]
+    for card, withheld in zip(cards, [False, True, False, True], strict=True):
+        assert (say("book_withheld", "ko") in card.text) is withheld
+        assert bool(card.link) is not withheld  # a withheld picture cannot be opened
+        assert card.url
+    kept = store.get(cards[0].link.rsplit("/", 1)[-1].removesuffix(".jpg"))
+    assert kept is not None and Image.open(io.BytesIO(kept)).getpixel((32, 32))[2] > 150
+    sheet = combine(shown, sentences, "ko")  # the combined picture: grey where withheld
+    assert sheet.width > 64 and sheet.height > 64
 
 
 def test_flagged_pictures_are_withheld_and_their_cards_say_so(

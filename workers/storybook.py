@@ -132,26 +132,8 @@ def _book(rt: Runtime, job: Job) -> tuple[Reply, dict[str, Any]]:
     model_started = time.perf_counter()
     images, calls = draw(rt, job, scenes, negative)
     model_s = time.perf_counter() - model_started
-    cards: list[Card] = []
-    shown: list[Any] = []
-    withheld = 0
-    for scene, image in zip(scenes, images, strict=True):
-        screened = safety.screen(rt, image, scene.sentence)
-        if screened.image is None:
-            withheld += 1
-            shown.append(None)
-            placeholder = rt.store.put(to_jpeg(square(blank(image.size))))
-            text = f"{scene.sentence} ({say('book_withheld', lang)})"
-            cards.append(Card(picture_url(rt.settings, rt.store, placeholder), text))
-            continue
-        shown.append(screened.image)
-        url = picture_url(rt.settings, rt.store, rt.store.put(to_jpeg(screened.image)))
-        thumb = url
-        if screened.image.size[0] != screened.image.size[1] or screened.image.size[0] > THUMB:
-            thumb = picture_url(
-                rt.settings, rt.store, rt.store.put(to_jpeg(square(screened.image)))
-            )
-        cards.append(Card(thumb, scene.sentence, link=url, alt=say("alt_picture", lang)))
+    cards, shown = screened_cards(rt, [s.sentence for s in scenes], images, lang)
+    withheld = shown.count(None)
     combined_url = ""
     if any(image is not None for image in shown):
         combined = combine(shown, [s.sentence for s in scenes], lang)
@@ -193,6 +175,32 @@ def _book(rt: Runtime, job: Job) -> tuple[Reply, dict[str, Any]]:
         "book_s": round(time.perf_counter() - started, 4),
         "service_field": field,
     }
+
+
+def screened_cards(
+    rt: Runtime, sentences: list[str], images: list[Any], lang: str
+) -> tuple[list[Card], list[Any]]:
+    """Each picture through the safety policy, stored, as its card; and the pictures shown, None
+    where one was withheld (a grey placeholder whose card says so; the others are delivered)."""
+    cards: list[Card] = []
+    shown: list[Any] = []
+    for sentence, image in zip(sentences, images, strict=True):
+        screened = safety.screen(rt, image, sentence)
+        if screened.image is None:
+            shown.append(None)
+            placeholder = rt.store.put(to_jpeg(square(blank(image.size))))
+            text = f"{sentence} ({say('book_withheld', lang)})"
+            cards.append(Card(picture_url(rt.settings, rt.store, placeholder), text))
+            continue
+        shown.append(screened.image)
+        url = picture_url(rt.settings, rt.store, rt.store.put(to_jpeg(screened.image)))
+        thumb = url
+        if screened.image.size[0] != screened.image.size[1] or screened.image.size[0] > THUMB:
+            thumb = picture_url(
+                rt.settings, rt.store, rt.store.put(to_jpeg(square(screened.image)))
+            )
+        cards.append(Card(thumb, sentence, link=url, alt=say("alt_picture", lang)))
+    return cards, shown
 
 
 def square(image: Any, limit: int = THUMB) -> Any:
