@@ -389,7 +389,8 @@ def test_line_a_group_photo_is_read_when_a_mention_quotes_it(
     client, group, who = app(), "C" + uuid.uuid4().hex, person(stack, "line")
     photo_id = str(uuid.uuid4().int)[:18]
     messenger_apis.line_contents[photo_id] = jpeg()
-    shared = line_group_event(group, person(stack, "line"), "", None)
+    sender = person(stack, "line")
+    shared = line_group_event(group, sender, "", None)
     shared["message"] = {"type": "image", "id": photo_id, "quoteToken": "q-photo"}
     line_post(client, [shared])
     assert not messenger_apis.find("line", REPLY, replyToken=shared["replyToken"])
@@ -406,6 +407,12 @@ def test_line_a_group_photo_is_read_when_a_mention_quotes_it(
     elsewhere["message"]["quotedMessageId"] = photo_id
     line_post(client, [elsewhere])
     assert len(messenger_apis.find("line", "content", id=photo_id)) == 1
+    # The sender's `기록 삭제` takes the kept id too.
+    r = stack["redis"]
+    assert r.exists(keys.group_photo("line", photo_id))
+    line_post(client, [line_group_event(group, sender, "@코알라톡 기록 삭제", 0)])
+    assert not r.exists(keys.group_photo("line", photo_id))
+    assert not r.exists(keys.group_photos_by("line", sender))
 
 
 def test_line_quotes_only_with_a_quote_token() -> None:

@@ -148,9 +148,10 @@ class Conversations:
         return self.store.delete(PhotoSession.from_json(raw).photos)
 
     def forget(self, messenger: str, user: str, chat: str = "") -> None:
-        """`기록 삭제`: the person's last prompt, kept results and seed pin, and the photos they
-        sent with their conversation (in a group, another member's photo stays). The mark that
-        the notice was shown stays: it holds nothing the user said."""
+        """`기록 삭제`: the person's last prompt, kept results and seed pin, the photos they
+        sent with their conversation (in a group, another member's photo stays), and the ids
+        kept of group photos they sent (LINE). The mark that the notice was shown stays: it
+        holds nothing the user said."""
         chat = chat or user
         key = keys.photo_session(messenger, chat)
         for _ in range(5):
@@ -169,7 +170,10 @@ class Conversations:
             if theirs and session is not None:
                 self.store.delete(session.photos)
             break
+        sent = keys.group_photos_by(messenger, user)  # ids of group photos they sent (LINE)
         self.r.delete(
+            *(keys.as_text(k) for k in self.r.smembers(sent)),
+            sent,
             keys.kept(messenger, user),
             keys.last_prompt(messenger, user),
             keys.seed_pin(messenger, user),

@@ -83,10 +83,15 @@ def seen_delivery(messenger: str, delivery_id: str) -> str:
     return f"{P}seen-delivery:{messenger}:{delivery_id}"
 
 
-def line_photo(message_id: str) -> str:
-    """A photo a LINE group member sent, not addressed to the bot: its chat, kept so that a
+def group_photo(messenger: str, message_id: str) -> str:
+    """A photo a group member sent, not addressed to the bot (LINE): its chat, kept so that a
     message quoting it with a mention asks about it (only the id; nothing is fetched before)."""
-    return f"{P}line-photo:{message_id}"
+    return f"{P}group-photo:{messenger}:{message_id}"
+
+
+def group_photos_by(messenger: str, person: str) -> str:
+    """The group_photo keys of the photos a person sent (a set): `기록 삭제` deletes them."""
+    return user("group-photos", messenger, person)
 
 
 def line_sent(message_id: str) -> str:

@@ -403,15 +403,21 @@ def remember_sent(r: redis.Redis, ids: list[str]) -> None:
 def remember_group_photo(r: redis.Redis, message: Message, ttl_s: int) -> None:
     """A group photo not addressed to the bot (a photo cannot mention it): its id and chat are
     kept for `ttl_s`, so that a member who quotes it with a mention asks about it."""
-    if message.image_id is not None and message.event.in_group:
-        r.set(keys.line_photo(message.image_id), message.event.room, ex=max(1, ttl_s))
+    event = message.event
+    if message.image_id is not None and event.in_group:
+        key, mine = keys.group_photo(NAME, message.image_id), keys.group_photos_by(NAME, event.user)
+        with r.pipeline() as pipe:
+            pipe.set(key, event.room, ex=max(1, ttl_s))
+            pipe.sadd(mine, key)
+            pipe.expire(mine, max(1, ttl_s))
+            pipe.execute()
 
 
 def quoted_photo(r: redis.Redis, message: Message) -> str | None:
     """The id of a photo of this group that the message quotes, when one was kept."""
     if not message.quoted or message.image_id is not None:
         return None
-    chat = r.get(keys.line_photo(message.quoted))
+    chat = r.get(keys.group_photo(NAME, message.quoted))
     return message.quoted if chat is not None and keys.as_text(chat) == message.event.room else None
 
 
