@@ -35,7 +35,7 @@ from bot.core.stores import store_from_settings
 from bot.core.urlguard import guard_from_settings
 from workers import heartbeat
 from workers.batching import BatchingWorker, prompting
-from workers.rqworker import RECONNECT_MAX_S, ResidentWorker, quick_client
+from workers.rqworker import RECONNECT_MAX_S, quick_client
 from workers.runtime import Runtime, install
 
 log = logging.getLogger("workers")
@@ -164,7 +164,9 @@ def serve(rt: Runtime, burst: bool = False, quick: redis.Redis | None = None) ->
     once. `quick`: the fail-fast client for rq's last writes (workers/rqworker.py).
     """
     stop = threading.Event()
-    worker_class = BatchingWorker if rt.settings.max_batch > 1 else ResidentWorker
+    # One worker class whatever MAX_BATCH: with 1 it gathers nothing, and it still times each
+    # job's whole turn for admission's estimate (workers/tasks.py).
+    worker_class = BatchingWorker
     catch_stop_signals(stop)  # until rq's loop installs its handlers, which set `stop` too
     while not stop.is_set():
         worker = worker_class(
