@@ -11,6 +11,7 @@ import io
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from models.hfcache import place, snapshot_dir
 
@@ -182,13 +183,13 @@ def build_tiny_marian(folder: Path) -> Path:
     return folder
 
 
-def build_tiny_checker(folder: Path, always_flag: bool) -> Path:
-    """Write a tiny ViT `normal`/`nsfw` classifier whose verdict its classifier bias forces."""
+def tiny_checker_network() -> tuple[Any, Any]:
+    """A tiny ViT `normal`/`nsfw` image classifier (random weights from SEED, 32 px input) and
+    its processor: the tiny checkers' network, and what a test with weights of its own starts
+    from."""
     import torch
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     config = ViTConfig(
         image_size=CHECKER_SIZE,
         patch_size=8,
@@ -202,15 +203,26 @@ def build_tiny_checker(folder: Path, always_flag: bool) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = ViTForImageClassification(config).eval()
+    processor = ViTImageProcessor(
+        size={"height": CHECKER_SIZE, "width": CHECKER_SIZE},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    return model, processor
+
+
+def build_tiny_checker(folder: Path, always_flag: bool) -> Path:
+    """Write a tiny ViT `normal`/`nsfw` classifier whose verdict its classifier bias forces."""
+    import torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model, processor = tiny_checker_network()
     # The random features give logits of about ±0.1; a bias of 10 decides every image.
     with torch.no_grad():
         model.classifier.bias.copy_(torch.tensor([0.0, 10.0] if always_flag else [10.0, 0.0]))
     model.save_pretrained(folder)
-    ViTImageProcessor(
-        size={"height": CHECKER_SIZE, "width": CHECKER_SIZE},
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
-    ).save_pretrained(folder)
+    processor.save_pretrained(folder)
     return folder
 
 

@@ -578,21 +578,11 @@ def red_checker() -> Any:
     picture when most of its patches are redder than blue: the tiny checkers flag all or none,
     and a book with only some pictures flagged needs one that tells pictures apart."""
     import torch
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     from models.safety import SafetyChecker
+    from models.tiny_aux import tiny_checker_network
 
-    config = ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        id2label={0: "normal", 1: "nsfw"},
-        label2id={"normal": 0, "nsfw": 1},
-    )
-    model = ViTForImageClassification(config).eval()
+    model, processor = tiny_checker_network()  # the tiny checkers' network, weights set below
     with torch.no_grad():
         for name, weight in model.named_parameters():
             weight.fill_(1.0) if "layernorm" in name and name.endswith("weight") else weight.zero_()
@@ -602,9 +592,6 @@ def red_checker() -> Any:
         attention.v_proj.weight.copy_(torch.eye(16))
         attention.o_proj.weight.copy_(torch.eye(16))
         model.classifier.weight[1, 0] = 10.0  # nsfw when the patches are mostly red
-    processor = ViTImageProcessor(
-        size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3
-    )
     return SafetyChecker(model, processor, "cpu", "tests/red-checker")
 
 
