@@ -325,6 +325,33 @@ def wait_ready(
     raise RuntimeError("worker did not become ready")
 
 
+def in_process_runtime(
+    settings: Any,
+    r: Any,
+    media: Path,
+    models: dict[str, Any] | None = None,
+    name: str = "in-process",
+    queues: tuple[str, ...] = (),
+) -> Any:
+    """A worker's Runtime built in this process (no worker loop): job functions and the safety
+    policy run against it directly. Pictures go to a LocalImageStore in `media`."""
+    from bot.core.sessions import Sessions
+    from bot.core.stores import LocalImageStore
+    from bot.core.urlguard import guard_from_settings
+    from workers.runtime import Runtime
+
+    return Runtime(
+        name=name,
+        settings=settings,
+        redis=r,
+        store=LocalImageStore(media, 60),
+        guard=guard_from_settings(settings),
+        sessions=Sessions(r, 60, 60),
+        queues=list(queues),
+        models=models or {},
+    )
+
+
 def wait_until(predicate: Any, timeout: float = 20.0, step: float = 0.05) -> bool:
     """Poll a condition, bounded in time."""
     end = time.time() + timeout

@@ -20,7 +20,7 @@ from bot.core import keys
 from bot.core.events import Event, Reply
 from bot.core.job import Request
 from bot.core.stores import LocalImageStore
-from tests.support import Workers, new_user, wait_until
+from tests.support import Workers, in_process_runtime, new_user, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -149,26 +149,16 @@ def test_jobs_a_dead_batching_worker_had_taken_are_taken_up_again(
     from rq import Queue
 
     from bot.core import recovery
-    from bot.core.sessions import Sessions
     from bot.core.settings import Settings
-    from bot.core.stores import LocalImageStore
-    from bot.core.urlguard import guard_from_settings
     from workers import batching
-    from workers.runtime import Runtime
 
     url, r = redis_url, redis_client  # a database of this test's own
     settings = Settings(
         mode="development", redis_url=url, max_batch=4, batch_wait_ms=0, log_json=False
     )
     # A worker that never heartbeats: exactly what a SIGKILLed one looks like from Redis.
-    rt = Runtime(
-        name="gone-worker",
-        settings=settings,
-        redis=r,
-        store=LocalImageStore(tmp_path / "media", 60),
-        guard=guard_from_settings(settings),
-        queues=["text2image"],
-        sessions=Sessions(r, 60, 60),
+    rt = in_process_runtime(
+        settings, r, tmp_path / "media", name="gone-worker", queues=("text2image",)
     )
     core = make_app(redis_url=url, sync_wait_s=0.0).extensions["koalatalk"].core
     queue = Queue("text2image", connection=r, serializer=JSONSerializer)

@@ -33,6 +33,7 @@ from tests.support import (
     KAKAO_BUDGET_S,
     Workers,
     image_urls,
+    in_process_runtime,
     jobs_of,
     kakao_payload,
     new_user,
@@ -439,26 +440,14 @@ def test_flagged_picture_is_never_published_under_block(
 
 
 def test_flagged_picture_is_blurred_under_blur_and_passed_under_allow(tmp_path: Path) -> None:
-    from bot.core.sessions import Sessions
     from bot.core.settings import Settings
-    from bot.core.stores import LocalImageStore
-    from bot.core.urlguard import guard_from_settings
     from models.safety import SafetyChecker
-    from workers.runtime import Runtime
     from workers.safety import screen
 
     settings = Settings.from_env({}, mode="development", safety_policy="blur")
     client = redis.Redis()  # never contacted by screen()
-    rt = Runtime(
-        name="in-process",
-        settings=settings,
-        redis=client,
-        store=LocalImageStore(tmp_path, 60),
-        guard=guard_from_settings(settings),
-        sessions=Sessions(client, 60, 60),
-        queues=[],
-        models={"safety": SafetyChecker.load(TINY_SAFETY_FLAG, device="cpu")},
-    )
+    checker = SafetyChecker.load(TINY_SAFETY_FLAG, device="cpu")
+    rt = in_process_runtime(settings, client, tmp_path, {"safety": checker})
     noise = Image.effect_noise((64, 64), 80).convert("RGB")
     blurred = screen(rt, noise, "a quiet garden")
     assert blurred.note == "image_blurred" and blurred.label == "nsfw"

@@ -23,7 +23,14 @@ from bot.core.events import Card, Cards, Reply, Text
 from bot.core.options import OptionError
 from bot.core.texts import quick, say
 from bot.messengers import kakao, line, telegram
-from tests.support import KAKAO_BUDGET_S, new_user, post_kakao, text_of, wait_until
+from tests.support import (
+    KAKAO_BUDGET_S,
+    in_process_runtime,
+    new_user,
+    post_kakao,
+    text_of,
+    wait_until,
+)
 from workers.imaging import hangul_font, is_marked_ai, to_jpeg
 from workers.storybook import combine, wrap
 
@@ -598,25 +605,12 @@ def red_checker() -> Any:
 def test_only_the_flagged_pictures_of_a_book_are_withheld(
     redis_client: Any, tmp_path: Path
 ) -> None:
-    from bot.core.sessions import Sessions
     from bot.core.settings import Settings
-    from bot.core.stores import LocalImageStore
-    from bot.core.urlguard import guard_from_settings
-    from workers.runtime import Runtime
     from workers.storybook import combine, screened_cards
 
     settings = Settings.from_env({}, mode="development", safety_policy="block")
-    store = LocalImageStore(tmp_path, 60)
-    rt = Runtime(
-        name="in-process",
-        settings=settings,
-        redis=redis_client,
-        store=store,
-        guard=guard_from_settings(settings),
-        sessions=Sessions(redis_client, 60, 60),
-        queues=[],
-        models={"safety": red_checker()},
-    )
+    rt = in_process_runtime(settings, redis_client, tmp_path, {"safety": red_checker()})
+    store = rt.store
     red, blue = (200, 40, 30), (30, 60, 200)
     images = [Image.new("RGB", (64, 64), c) for c in (blue, red, blue, red)]
     sentences = ["아침이에요.", "불이 났어요.", "비가 와요.", "노을이 져요."]
@@ -638,14 +632,10 @@ def test_flagged_pictures_are_withheld_and_their_cards_say_so(
     """In process, with the tiny model and a checker that flags every picture: each card is a
     grey placeholder without a link and says why; one model call drew all three scenes."""
     from bot.core.job import Job, Request
-    from bot.core.sessions import Sessions
     from bot.core.settings import Settings
-    from bot.core.stores import LocalImageStore
-    from bot.core.urlguard import guard_from_settings
     from models.safety import SafetyChecker
     from models.text2image import TextToImage
     from models.tiny_aux import TINY_SAFETY_FLAG
-    from workers.runtime import Runtime
     from workers.storybook import _book
 
     settings = Settings.from_env(
@@ -656,19 +646,11 @@ def test_flagged_pictures_are_withheld_and_their_cards_say_so(
         max_batch=4,
         public_url="http://127.0.0.1:9",
     )
-    rt = Runtime(
-        name="in-process",
-        settings=settings,
-        redis=redis_client,
-        store=LocalImageStore(tmp_path, 60),
-        guard=guard_from_settings(settings),
-        sessions=Sessions(redis_client, 60, 60),
-        queues=[],
-        models={
-            "text2image": TextToImage.load("tiny", "cpu"),
-            "safety": SafetyChecker.load(TINY_SAFETY_FLAG, device="cpu"),
-        },
-    )
+    models = {
+        "text2image": TextToImage.load("tiny", "cpu"),
+        "safety": SafetyChecker.load(TINY_SAFETY_FLAG, device="cpu"),
+    }
+    rt = in_process_runtime(settings, redis_client, tmp_path, models)
     scenes = ("A cat wakes up", "The cat eats fish", "The cat sleeps")
     job = Job(
         uuid.uuid4().hex,
