@@ -93,12 +93,6 @@ class Groups:
     username: str = ""
     answer_all: bool = False
 
-    @classmethod
-    def from_settings(cls, settings: Settings, username: str | None = None) -> Groups:
-        """`username`: the one Telegram gave (BotName), when the setting leaves it out."""
-        name = settings.telegram_bot_username.lstrip("@") or username or ""
-        return cls(name, settings.group_answer_all)
-
 
 # --- parsing ---------------------------------------------------------------------------------
 

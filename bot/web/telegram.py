@@ -54,7 +54,8 @@ def webhook() -> Any:
             body = read_body(settings.max_body_bytes)  # 413 first, before the secret
             verify(request.headers, body, settings)
             check_json_type()
-            groups = Groups.from_settings(settings, app.telegram_name.get())
+            # The username: TELEGRAM_BOT_USERNAME, else Telegram's answer to getMe (BotName).
+            groups = Groups(app.telegram_name.get(), settings.group_answer_all)
             update = parse(body, received_at, request_id, groups)
         except WebhookError as exc:
             metrics.refused(app.redis, refusal_reason(exc))
