@@ -172,16 +172,20 @@ class BatchingWorker(ResidentWorker):
         # StopRequested that would leave the gathered jobs stranded.
         self.set_state(WorkerStatus.BUSY)
         rt.turn_started, rt.turn_share_s = time.time(), 0.0  # the service time's start
+        try:
+            self._turn(rt, job, queue)
+        finally:
+            rt.turn_started, rt.turn_share_s = 0.0, 0.0  # idle time is no service time
+
+    def _turn(self, rt: Runtime, job: RqJob, queue: Queue) -> None:
+        """The job, or the batch it leads, from gathering to the last delivery."""
         # Marked before anything else: a death from here on is noticed within seconds.
         rt.redis.set(keys.running(job.id), rt.name, ex=running_ttl(rt))
         gather_started = time.perf_counter()
         extra = gather(rt, queue, job) if queue.name == TEXT_TO_IMAGE_QUEUE else []
         gather_s = time.perf_counter() - gather_started
         if not extra:
-            try:
-                super().execute_job(job, queue)
-            finally:
-                rt.turn_started = 0.0  # idle time between jobs is no service time
+            super().execute_job(job, queue)
             return
         batch = [job, *extra]
         try:
@@ -192,6 +196,5 @@ class BatchingWorker(ResidentWorker):
             for item in batch:
                 super().execute_job(item, queue)
         finally:
-            rt.turn_started, rt.turn_share_s = 0.0, 0.0
             for item in batch:
                 rt.precomputed.pop(item.id, None)
